@@ -1,0 +1,60 @@
+# Entry points of the project. `make test` is what CI runs (.ci/run) on a fresh machine:
+# it installs what is missing, brings the stack up and runs every test.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Endpoints and local defaults; the environment and an untracked .env.local override them.
+include .env
+-include .env.local
+export
+
+STACK ?= auto
+CARGO ?= cargo
+
+.PHONY: help toolchain build lint fmt test test-rust test-compose-config demo bench \
+        infrastructure-up infrastructure-down infrastructure-status infrastructure-clean infrastructure-logs
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+toolchain: ## install the system packages the build needs (cmake, libcurl for librdkafka)
+	@scripts/ensure-build-deps.sh
+
+build: toolchain ## build every crate, example, test and bench
+	$(CARGO) build --workspace --all-targets
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+lint: toolchain ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+infrastructure-up: ## start the stack (Compose when a Docker engine answers, else local; STACK=local|compose forces one)
+	@docker/stack.sh up
+
+infrastructure-down: ## stop what infrastructure-up started (data is kept)
+	@docker/stack.sh down
+
+infrastructure-status: ## show each component, its endpoint and health
+	@docker/stack.sh status
+
+infrastructure-clean: ## stop and remove data, replication slots, publications and connectors
+	@docker/stack.sh clean
+
+infrastructure-logs: ## tail the logs of every component
+	@docker/stack.sh logs
+
+test-compose-config: ## validate docker/docker-compose.yml (works without a Docker engine)
+	@scripts/validate-compose.sh
+
+test-rust: toolchain ## run every Rust test (needs the stack up)
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+test: toolchain infrastructure-up test-compose-config test-rust ## install, start the stack, run every test
+
+demo: toolchain infrastructure-up ## run the main job
+	$(CARGO) run --release -p cqrs-examples --example quickstart
+
+bench: toolchain infrastructure-up ## run the benchmark harnesses (figures go to BENCHMARKS.md by hand)
+	$(CARGO) bench --workspace

@@ -1,0 +1,1 @@
+//! cqrs-core (work in progress).

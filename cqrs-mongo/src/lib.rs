@@ -1,0 +1,1 @@
+//! cqrs-mongo (work in progress).

@@ -1,0 +1,1 @@
+//! cqrs-postgres (work in progress).

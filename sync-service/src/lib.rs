@@ -1,0 +1,1 @@
+//! sync-service (work in progress).
