@@ -1,0 +1,204 @@
+//! The read side: read models and the projections that feed them.
+
+use std::fmt::Debug;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::consistency::SourceVersion;
+
+/// A document or row of the read side, shaped for queries.
+///
+/// It has an id, lives in a collection (or table), and the store keeps the
+/// [`SourceVersion`] of the last write applied to it in [`ReadModel::VERSION_FIELD`], so
+/// that older writes arriving late are ignored. Storage crates add their own details
+/// (indexes, for example) in an extension trait.
+///
+/// ```
+/// use cqrs_core::ReadModel;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct OrderSummary {
+///     #[serde(rename = "_id")]
+///     order_id: String,
+///     status: String,
+/// }
+///
+/// impl ReadModel for OrderSummary {
+///     type Id = String;
+///     const COLLECTION: &'static str = "order_summaries";
+///     fn id(&self) -> String { self.order_id.clone() }
+/// }
+///
+/// assert_eq!(OrderSummary::VERSION_FIELD, "_version");
+/// ```
+pub trait ReadModel: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// Type of the id.
+    type Id: Serialize + DeserializeOwned + Clone + Debug + Send + Sync + 'static;
+    /// Collection or table name.
+    const COLLECTION: &'static str;
+    /// Field holding the version of the last applied write.
+    const VERSION_FIELD: &'static str = "_version";
+    /// The id of this document.
+    fn id(&self) -> Self::Id;
+}
+
+/// Where a read-model write goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Database, or `None` for the store's default.
+    pub database: Option<String>,
+    /// Collection or table.
+    pub collection: String,
+}
+
+impl Target {
+    /// A collection in the default database.
+    pub fn collection(name: impl Into<String>) -> Self {
+        Target {
+            database: None,
+            collection: name.into(),
+        }
+    }
+
+    /// A collection in a named database.
+    pub fn in_database(database: impl Into<String>, collection: impl Into<String>) -> Self {
+        Target {
+            database: Some(database.into()),
+            collection: collection.into(),
+        }
+    }
+}
+
+/// One version-guarded write a projection asks the read store to make.
+///
+/// `K` is the id type and `D` the document type of the store (for MongoDB, a BSON value
+/// and a BSON document). Every write applies only if `version` is newer than the stored
+/// one; a delete leaves a tombstone so that older writes cannot bring the document back.
+///
+/// ```
+/// use cqrs_core::{ReadModelWrite, SourceVersion, Target};
+///
+/// let write: ReadModelWrite<String, Vec<(String, String)>> = ReadModelWrite::Delete {
+///     target: Target::collection("orders"),
+///     id: "o-1".into(),
+///     version: SourceVersion::new(9),
+/// };
+/// assert_eq!(write.version(), SourceVersion::new(9));
+/// assert_eq!(write.id(), "o-1");
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadModelWrite<K, D> {
+    /// Insert or fully replace the document.
+    Replace {
+        /// Where.
+        target: Target,
+        /// Document id.
+        id: K,
+        /// Version of the change.
+        version: SourceVersion,
+        /// The full document (without id and version fields).
+        document: D,
+    },
+    /// Set some fields and remove others, creating the document if needed.
+    Patch {
+        /// Where.
+        target: Target,
+        /// Document id.
+        id: K,
+        /// Version of the change.
+        version: SourceVersion,
+        /// Fields to set.
+        set: D,
+        /// Fields to remove.
+        unset: Vec<String>,
+    },
+    /// Delete the document, leaving a tombstone at this version.
+    Delete {
+        /// Where.
+        target: Target,
+        /// Document id.
+        id: K,
+        /// Version of the change.
+        version: SourceVersion,
+    },
+}
+
+impl<K, D> ReadModelWrite<K, D> {
+    /// Where the write goes.
+    pub fn target(&self) -> &Target {
+        match self {
+            ReadModelWrite::Replace { target, .. }
+            | ReadModelWrite::Patch { target, .. }
+            | ReadModelWrite::Delete { target, .. } => target,
+        }
+    }
+
+    /// The document id.
+    pub fn id(&self) -> &K {
+        match self {
+            ReadModelWrite::Replace { id, .. }
+            | ReadModelWrite::Patch { id, .. }
+            | ReadModelWrite::Delete { id, .. } => id,
+        }
+    }
+
+    /// The version the write carries.
+    pub fn version(&self) -> SourceVersion {
+        match self {
+            ReadModelWrite::Replace { version, .. }
+            | ReadModelWrite::Patch { version, .. }
+            | ReadModelWrite::Delete { version, .. } => *version,
+        }
+    }
+}
+
+/// Maps one input (a change captured from the write side, or a domain event) into
+/// read-model writes.
+///
+/// Projections are pure: they decide writes, the runtime (for example the sync-service)
+/// applies them with version guards and tracks progress. One projection may be fed by
+/// several sources and may write to several read models.
+///
+/// ```
+/// use cqrs_core::{Projection, ReadModelWrite, SourceVersion, Target};
+///
+/// struct Deposit { account: String, amount: i64, position: u64 }
+///
+/// struct BalanceProjection;
+///
+/// impl Projection for BalanceProjection {
+///     type Input = Deposit;
+///     type Write = ReadModelWrite<String, Vec<(String, i64)>>;
+///     type Error = std::convert::Infallible;
+///
+///     fn name(&self) -> &str { "balances" }
+///
+///     fn project(&self, d: &Deposit) -> Result<Vec<Self::Write>, Self::Error> {
+///         Ok(vec![ReadModelWrite::Patch {
+///             target: Target::collection("balances"),
+///             id: d.account.clone(),
+///             version: SourceVersion::new(d.position),
+///             set: vec![("last_deposit".into(), d.amount)],
+///             unset: vec![],
+///         }])
+///     }
+/// }
+///
+/// let writes = BalanceProjection.project(&Deposit { account: "a".into(), amount: 5, position: 1 }).unwrap();
+/// assert_eq!(writes.len(), 1);
+/// ```
+pub trait Projection: Send + Sync {
+    /// What the projection consumes.
+    type Input: ?Sized;
+    /// The writes it produces.
+    type Write;
+    /// Why an input could not be mapped (the runtime dead-letters it).
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Stable name: keys the projection's checkpoints.
+    fn name(&self) -> &str;
+
+    /// Maps one input into zero or more writes.
+    fn project(&self, input: &Self::Input) -> Result<Vec<Self::Write>, Self::Error>;
+}
