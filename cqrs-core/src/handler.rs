@@ -316,13 +316,16 @@ fn deduplicated<E>(receipt: CommandReceipt, attempts: u32) -> CommandOutcome<E> 
     }
 }
 
+/// Decided events in their stored form and as envelopes for the caller.
+type Stamped<E> = (Vec<NewEvent>, Vec<EventEnvelope<E>>);
+
 /// Gives decided events their metadata and serialized form.
 fn stamp<A: Aggregate>(
     aggregate_id: &str,
     version: u64,
     command: &CommandMetadata,
     events: Vec<A::Event>,
-) -> Result<(Vec<NewEvent>, Vec<EventEnvelope<A::Event>>), StoreError> {
+) -> Result<Stamped<A::Event>, StoreError> {
     let mut new_events = Vec::with_capacity(events.len());
     let mut envelopes = Vec::with_capacity(events.len());
     for (offset, event) in events.into_iter().enumerate() {

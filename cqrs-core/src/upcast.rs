@@ -27,7 +27,7 @@ pub trait Upcaster: Send + Sync {
     /// The event type this upcaster reads.
     fn event_type(&self) -> &str;
     /// The version it reads.
-    fn from_version(&self) -> u32;
+    fn source_version(&self) -> u32;
     /// Converts the event. Fails with a message when the payload is not what it expects.
     fn upcast(&self, event: RawEvent) -> Result<RawEvent, String>;
 }
@@ -47,7 +47,7 @@ where
         &self.event_type
     }
 
-    fn from_version(&self) -> u32 {
+    fn source_version(&self) -> u32 {
         self.from_version
     }
 
@@ -124,7 +124,7 @@ impl Upcasters {
 
     /// Registers an upcaster, replacing any for the same type and version.
     pub fn register(mut self, upcaster: impl Upcaster + 'static) -> Self {
-        let key = (upcaster.event_type().to_owned(), upcaster.from_version());
+        let key = (upcaster.event_type().to_owned(), upcaster.source_version());
         self.by_key.insert(key, Arc::new(upcaster));
         self
     }
