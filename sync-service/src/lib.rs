@@ -1,1 +1,44 @@
-//! sync-service (work in progress).
+//! sync-service: Debezium change topics (Avro or Kafka Connect JSON) from Kafka into
+//! MongoDB projections.
+//!
+//! The pipeline is a chain of stages, each in its own module:
+//!
+//! 1. source (Kafka consumer, not in this crate yet),
+//! 2. [`decode`]: a record's key and value bytes into a [`decode::Datum`] plus, when the
+//!    format carries one, its Kafka Connect schema ([`decode::ConnectSchema`]). Confluent
+//!    wire-format Avro against the Schema Registry, Kafka Connect JSON with or without
+//!    embedded schemas, plain strings; a null value is a tombstone.
+//! 3. [`envelope`]: the decoded record into an [`envelope::Event`]: a Debezium PostgreSQL
+//!    [`envelope::Change`] (with its [`cqrs_core::SourceVersion`] from the LSN), a tombstone,
+//!    a heartbeat, a schema change, a transaction boundary, or an outbox event.
+//! 4. [`types`]: Debezium's semantic types into natural BSON values (used by the envelope
+//!    stage for the row images and keys).
+//! 5. map, write and commit (later).
+//!
+//! ```
+//! use sync_service::decode::{Decoder, Format, RawRecord};
+//! use sync_service::envelope::{EnvelopeParser, Event};
+//!
+//! # tokio_test_block_on(async {
+//! let decoder = Decoder::without_registry().with_default_format(Format::Auto);
+//! let record = RawRecord::new("cqrs.app.orders")
+//!     .with_key(br#"{"id":1}"#)
+//!     .with_value(br#"{"op":"c","before":null,"after":{"id":1,"total":5},
+//!         "source":{"connector":"postgresql","name":"cqrs","db":"cqrs","schema":"app",
+//!         "table":"orders","lsn":1234,"txId":7,"ts_ms":1700000000000,"snapshot":"false"},
+//!         "ts_ms":1700000000001}"#);
+//! let decoded = decoder.decode(&record).await.unwrap();
+//! let Event::Change(change) = EnvelopeParser::default().parse(&decoded).unwrap() else {
+//!     panic!("expected a change")
+//! };
+//! assert_eq!(change.version.position, 1234);
+//! assert_eq!(change.after.unwrap().get_i32("total").unwrap(), 5);
+//! # });
+//! # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+//! #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+//! # }
+//! ```
+
+pub mod decode;
+pub mod envelope;
+pub mod types;

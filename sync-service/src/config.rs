@@ -1,0 +1,364 @@
+//! Configuration: a TOML file, `${VAR}` expansion, `SYNC__SECTION__KEY` environment
+//! overrides, and validation whose errors name the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+mod env;
+mod validate;
+
+pub use validate::validate_identifier;
+
+/// A configuration problem, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {message}")]
+    Read {
+        /// Path of the file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The file is not valid TOML.
+    #[error("config is not valid TOML: {0}")]
+    Syntax(String),
+    /// A key has a wrong type, is unknown or is missing.
+    #[error("config key `{key}`: {message}")]
+    Key {
+        /// Dotted key, e.g. `kafka.group_id` or `projection[1].collection`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The whole sync-service configuration.
+///
+/// ```
+/// let config = sync_service::config::SyncConfig::from_toml_str(r#"
+///     [kafka]
+///     bootstrap_servers = "127.0.0.1:9092"
+///     group_id = "sync"
+///     topics = ["cqrs.orders.orders"]
+///
+///     [mongodb]
+///     uri = "mongodb://127.0.0.1:27017"
+///     database = "read"
+///
+///     [[projection]]
+///     table = "orders.orders"
+///     collection = "orders"
+/// "#).unwrap();
+/// assert_eq!(config.projections[0].name(), "orders.orders");
+/// assert_eq!(config.batch.max_size, 500);
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Kafka consumer.
+    pub kafka: KafkaConfig,
+    /// Confluent Schema Registry (needed for Avro topics).
+    #[serde(default)]
+    pub schema_registry: Option<RegistryConfig>,
+    /// MongoDB read store.
+    pub mongodb: MongoConfig,
+    /// Write batching.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// Retry of transient failures.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// Where undecodable or unmappable messages go.
+    #[serde(default)]
+    pub dead_letter: DeadLetterConfig,
+    /// Health and metrics endpoints.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// Declarative table-to-collection mappings.
+    #[serde(default, rename = "projection")]
+    pub projections: Vec<TableMapping>,
+}
+
+/// `[kafka]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// Consumer group id.
+    pub group_id: String,
+    /// Topics to consume.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// Or a regular expression of topics (librdkafka syntax, without the leading `^`).
+    #[serde(default)]
+    pub topic_regex: Option<String>,
+    /// Message format: `auto` (sniff), `avro` (Confluent wire format), `json`.
+    #[serde(default = "default_format")]
+    pub format: String,
+    /// Session timeout of the consumer group.
+    #[serde(default = "default_session_timeout_ms")]
+    pub session_timeout_ms: u64,
+    /// Any librdkafka property (TLS, SASL, ...), passed through as is.
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[schema_registry]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Base URL, e.g. `http://127.0.0.1:8081`.
+    pub url: String,
+    /// Basic-auth user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Basic-auth password.
+    #[serde(default)]
+    pub password: Option<String>,
+}
+
+/// `[mongodb]`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Connection URI (may hold credentials: never logged).
+    pub uri: String,
+    /// Default database of the projections.
+    pub database: String,
+    /// Collection of the projection checkpoints.
+    #[serde(default = "default_checkpoints")]
+    pub checkpoint_collection: String,
+    /// Collection recording dead-lettered messages and the keys they hold back.
+    #[serde(default = "default_dead_letters")]
+    pub dead_letter_collection: String,
+}
+
+/// `[batch]`: a batch is written when it holds `max_size` messages or its first message
+/// waited `max_wait_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Messages per batch.
+    #[serde(default = "default_batch_size")]
+    pub max_size: usize,
+    /// Longest wait before a partial batch is written, in milliseconds.
+    #[serde(default = "default_batch_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Parallel partition workers (each owns a subset of the partitions).
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_size: default_batch_size(),
+            max_wait_ms: default_batch_wait_ms(),
+            workers: default_workers(),
+        }
+    }
+}
+
+impl BatchConfig {
+    /// `max_wait_ms` as a duration.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+}
+
+/// `[retry]`: exponential backoff for transient MongoDB, registry and Kafka failures.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    /// First delay, in milliseconds.
+    #[serde(default = "default_initial_backoff_ms")]
+    pub initial_backoff_ms: u64,
+    /// Largest delay, in milliseconds.
+    #[serde(default = "default_max_backoff_ms")]
+    pub max_backoff_ms: u64,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            initial_backoff_ms: default_initial_backoff_ms(),
+            max_backoff_ms: default_max_backoff_ms(),
+        }
+    }
+}
+
+/// `[dead_letter]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterConfig {
+    /// Topic receiving the original bytes and headers of failed messages.
+    #[serde(default = "default_dlq_topic")]
+    pub topic: String,
+}
+
+impl Default for DeadLetterConfig {
+    fn default() -> Self {
+        DeadLetterConfig {
+            topic: default_dlq_topic(),
+        }
+    }
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of `/healthz`, `/readyz` and `/metrics`; empty disables.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: default_listen() }
+    }
+}
+
+/// `[[projection]]`: one table into one collection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableMapping {
+    /// Name of the projection (checkpoints, metrics); defaults to the table.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Source table as `schema.table`.
+    pub table: String,
+    /// Target database; defaults to `[mongodb].database`.
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Target collection.
+    pub collection: String,
+    /// Fields forming `_id`, in order; defaults to the key fields of the message. One field
+    /// gives a scalar `_id`, several a sub-document.
+    #[serde(default)]
+    pub id_fields: Vec<String>,
+    /// Only these columns are copied (all when empty).
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// These columns are left out.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Column renames: `column = "field"`.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+}
+
+impl TableMapping {
+    /// The projection name.
+    pub fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.table)
+    }
+}
+
+impl SyncConfig {
+    /// Reads a file, applies `${VAR}` expansion and `SYNC__*` environment overrides, and
+    /// validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Self::from_toml_with_env(&text, std::env::vars())
+    }
+
+    /// Parses and validates TOML text without looking at the environment.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with_env(text, std::iter::empty())
+    }
+
+    /// Parses TOML text, expanding `${VAR}` / `${VAR:-default}` and applying
+    /// `SYNC__SECTION__KEY=value` overrides from `vars`, then validates.
+    pub fn from_toml_with_env(
+        text: &str,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+        env::expand(&mut value, &vars, "")?;
+        env::apply_overrides(&mut value, &vars)?;
+        let config: SyncConfig = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::key(if key == "." { "(root)".to_owned() } else { key }, e.into_inner().to_string())
+        })?;
+        validate::check(&config)?;
+        Ok(config)
+    }
+
+    /// The projection names, for logs.
+    pub fn projection_names(&self) -> Vec<&str> {
+        self.projections.iter().map(TableMapping::name).collect()
+    }
+}
+
+/// Secrets stay out of `Debug` output.
+impl fmt::Debug for SyncConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncConfig")
+            .field("kafka.bootstrap_servers", &self.kafka.bootstrap_servers)
+            .field("kafka.group_id", &self.kafka.group_id)
+            .field("kafka.topics", &self.kafka.topics)
+            .field("kafka.topic_regex", &self.kafka.topic_regex)
+            .field("kafka.properties", &self.kafka.properties.keys().collect::<Vec<_>>())
+            .field("schema_registry.url", &self.schema_registry.as_ref().map(|r| &r.url))
+            .field("mongodb.uri", &"<redacted>")
+            .field("mongodb.database", &self.mongodb.database)
+            .field("batch", &self.batch)
+            .field("projections", &self.projection_names())
+            .finish_non_exhaustive()
+    }
+}
+
+fn default_format() -> String {
+    "auto".into()
+}
+fn default_session_timeout_ms() -> u64 {
+    6000
+}
+fn default_checkpoints() -> String {
+    "_sync_checkpoints".into()
+}
+fn default_dead_letters() -> String {
+    "_sync_dead_letters".into()
+}
+fn default_batch_size() -> usize {
+    500
+}
+fn default_batch_wait_ms() -> u64 {
+    20
+}
+fn default_workers() -> usize {
+    4
+}
+fn default_initial_backoff_ms() -> u64 {
+    100
+}
+fn default_max_backoff_ms() -> u64 {
+    10_000
+}
+fn default_dlq_topic() -> String {
+    "sync-service.dlq".into()
+}
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
