@@ -231,7 +231,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: default_listen() }
+        HttpConfig {
+            listen: default_listen(),
+        }
     }
 }
 
@@ -294,12 +296,16 @@ impl SyncConfig {
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
-        let mut value: toml::Value = toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
+        let mut value: toml::Value =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.message().to_owned()))?;
         env::expand(&mut value, &vars, "")?;
         env::apply_overrides(&mut value, &vars)?;
         let config: SyncConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let key = e.path().to_string();
-            ConfigError::key(if key == "." { "(root)".to_owned() } else { key }, e.into_inner().to_string())
+            ConfigError::key(
+                if key == "." { "(root)".to_owned() } else { key },
+                e.into_inner().to_string(),
+            )
         })?;
         validate::check(&config)?;
         Ok(config)
@@ -319,8 +325,14 @@ impl fmt::Debug for SyncConfig {
             .field("kafka.group_id", &self.kafka.group_id)
             .field("kafka.topics", &self.kafka.topics)
             .field("kafka.topic_regex", &self.kafka.topic_regex)
-            .field("kafka.properties", &self.kafka.properties.keys().collect::<Vec<_>>())
-            .field("schema_registry.url", &self.schema_registry.as_ref().map(|r| &r.url))
+            .field(
+                "kafka.properties",
+                &self.kafka.properties.keys().collect::<Vec<_>>(),
+            )
+            .field(
+                "schema_registry.url",
+                &self.schema_registry.as_ref().map(|r| &r.url),
+            )
             .field("mongodb.uri", &"<redacted>")
             .field("mongodb.database", &self.mongodb.database)
             .field("batch", &self.batch)

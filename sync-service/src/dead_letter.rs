@@ -223,13 +223,20 @@ impl DeadLetters {
 
     /// Sends a message to the dead-letter topic and records it as pending, parking its
     /// key. Idempotent: a redelivered message overwrites its own record.
-    pub async fn send(&self, message: &OwnedMessage, failure: &Failure) -> Result<(), DeadLetterError> {
+    pub async fn send(
+        &self,
+        message: &OwnedMessage,
+        failure: &Failure,
+    ) -> Result<(), DeadLetterError> {
         let offset = message.offset().to_string();
         let partition = message.partition().to_string();
         let mut out = OwnedHeaders::new();
         if let Some(original) = message.headers() {
             for h in original.iter() {
-                out = out.insert(Header { key: h.key, value: h.value });
+                out = out.insert(Header {
+                    key: h.key,
+                    value: h.value,
+                });
             }
         }
         let mut added = vec![
@@ -243,7 +250,10 @@ impl DeadLetters {
             added.push((headers::BEHIND, behind.as_str()));
         }
         for (key, value) in added {
-            out = out.insert(Header { key, value: Some(value) });
+            out = out.insert(Header {
+                key,
+                value: Some(value),
+            });
         }
         let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(out);
         if let Some(key) = message.key() {

@@ -3,7 +3,8 @@
 //!
 //! The pipeline is a chain of stages, each in its own module:
 //!
-//! 1. source (Kafka consumer, not in this crate yet),
+//! 1. [`source`]: the Kafka consumer group; offsets are stored only once a batch's writes
+//!    are acknowledged (or its messages dead-lettered) and committed on a timer,
 //! 2. [`decode`]: a record's key and value bytes into a [`decode::Datum`] plus, when the
 //!    format carries one, its Kafka Connect schema ([`decode::ConnectSchema`]). Confluent
 //!    wire-format Avro against the Schema Registry, Kafka Connect JSON with or without
@@ -13,7 +14,14 @@
 //!    a heartbeat, a schema change, a transaction boundary, or an outbox event.
 //! 4. [`types`]: Debezium's semantic types into natural BSON values (used by the envelope
 //!    stage for the row images and keys).
-//! 5. map, write and commit (later).
+//! 5. [`map`]: a change into read-model writes, by declarative table mappings or Rust
+//!    projections ([`cqrs_core::Projection`]),
+//! 6. [`write`]: guarded bulk writes through `cqrs-mongo`, checkpoints in the same request,
+//!    retried with backoff while MongoDB is away,
+//! 7. commit: [`pipeline`] returns the offsets a batch settled and [`service`] stores them.
+//!
+//! Failures go to the [`dead_letter`] topic and park their key; [`dlq`] holds the operator
+//! commands. [`SyncService`] runs it all; [`config`] reads `sync.toml`.
 //!
 //! ```
 //! use sync_service::decode::{Decoder, Format, RawRecord};
@@ -39,6 +47,17 @@
 //! # }
 //! ```
 
+pub mod config;
+pub mod dead_letter;
 pub mod decode;
+pub mod dlq;
 pub mod envelope;
+pub mod map;
+pub mod metrics;
+pub mod pipeline;
+pub mod service;
+pub mod source;
 pub mod types;
+pub mod write;
+
+pub use service::{ServiceError, SyncService};

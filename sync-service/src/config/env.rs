@@ -9,7 +9,11 @@ use super::ConfigError;
 const PREFIX: &str = "SYNC__";
 
 /// Expands `${VAR}` and `${VAR:-default}` in every string; `$${` stays a literal `${`.
-pub(super) fn expand(value: &mut Value, vars: &BTreeMap<String, String>, key: &str) -> Result<(), ConfigError> {
+pub(super) fn expand(
+    value: &mut Value,
+    vars: &BTreeMap<String, String>,
+    key: &str,
+) -> Result<(), ConfigError> {
     match value {
         Value::String(s) if s.contains("${") => *s = expand_str(s, vars, key)?,
         Value::Array(items) => {
@@ -19,7 +23,11 @@ pub(super) fn expand(value: &mut Value, vars: &BTreeMap<String, String>, key: &s
         }
         Value::Table(table) => {
             for (k, v) in table.iter_mut() {
-                let child = if key.is_empty() { k.clone() } else { format!("{key}.{k}") };
+                let child = if key.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{key}.{k}")
+                };
                 expand(v, vars, &child)?;
             }
         }
@@ -48,12 +56,15 @@ fn expand_str(s: &str, vars: &BTreeMap<String, String>, key: &str) -> Result<Str
             None => (inner, None),
         };
         match (vars.get(name), default) {
-            (Some(v), _) if !v.is_empty() || default.is_none() => out.push_str(v),
+            (Some(v), None) => out.push_str(v),
+            (Some(v), Some(_)) if !v.is_empty() => out.push_str(v),
             (_, Some(default)) => out.push_str(default),
             (None, None) => {
                 return Err(ConfigError::key(
                     key,
-                    format!("environment variable {name} is not set (use ${{{name}:-default}} for a default)"),
+                    format!(
+                        "environment variable {name} is not set (use ${{{name}:-default}} for a default)"
+                    ),
                 ));
             }
         }
@@ -66,15 +77,24 @@ fn expand_str(s: &str, vars: &BTreeMap<String, String>, key: &str) -> Result<Str
 /// Applies `SYNC__A__B=value` as `a.b = value`. Under `kafka.properties` the rest of the
 /// name is joined with dots (`SYNC__KAFKA__PROPERTIES__SASL__PASSWORD` is
 /// `sasl.password`); a numeric segment indexes an array (`SYNC__PROJECTION__0__COLLECTION`).
-pub(super) fn apply_overrides(root: &mut Value, vars: &BTreeMap<String, String>) -> Result<(), ConfigError> {
+pub(super) fn apply_overrides(
+    root: &mut Value,
+    vars: &BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
     for (name, raw) in vars.iter().filter(|(k, _)| k.starts_with(PREFIX)) {
-        let mut segments: Vec<String> = name[PREFIX.len()..].split("__").map(str::to_lowercase).collect();
+        let mut segments: Vec<String> = name[PREFIX.len()..]
+            .split("__")
+            .map(str::to_lowercase)
+            .collect();
         if segments.len() > 3 && segments[0] == "kafka" && segments[1] == "properties" {
             let property = segments.split_off(2).join(".");
             segments.push(property);
         }
         if segments.iter().any(String::is_empty) {
-            return Err(ConfigError::key(name.clone(), "malformed override variable name"));
+            return Err(ConfigError::key(
+                name.clone(),
+                "malformed override variable name",
+            ));
         }
         set_path(root, &segments, raw, name)?;
     }
@@ -89,7 +109,8 @@ fn set_path(root: &mut Value, path: &[String], raw: &str, var: &str) -> Result<(
         node = match node {
             Value::Table(table) => {
                 if last {
-                    let typed = typed_like(table.get(segment), raw).map_err(|m| ConfigError::key(&dotted, format!("{m} (from {var})")))?;
+                    let typed = typed_like(table.get(segment), raw)
+                        .map_err(|m| ConfigError::key(&dotted, format!("{m} (from {var})")))?;
                     table.insert(segment.clone(), typed);
                     return Ok(());
                 }
@@ -103,22 +124,34 @@ fn set_path(root: &mut Value, path: &[String], raw: &str, var: &str) -> Result<(
                 })
             }
             Value::Array(items) => {
-                let index: usize = segment
-                    .parse()
-                    .map_err(|_| ConfigError::key(&dotted, format!("`{segment}` is not an array index (from {var})")))?;
+                let index: usize = segment.parse().map_err(|_| {
+                    ConfigError::key(
+                        &dotted,
+                        format!("`{segment}` is not an array index (from {var})"),
+                    )
+                })?;
                 if index > items.len() {
-                    return Err(ConfigError::key(&dotted, format!("index {index} skips entries (from {var})")));
+                    return Err(ConfigError::key(
+                        &dotted,
+                        format!("index {index} skips entries (from {var})"),
+                    ));
                 }
                 if index == items.len() {
                     items.push(Value::Table(Default::default()));
                 }
                 if last {
-                    items[index] = typed_like(Some(&items[index]), raw).map_err(|m| ConfigError::key(&dotted, m))?;
+                    items[index] = typed_like(Some(&items[index]), raw)
+                        .map_err(|m| ConfigError::key(&dotted, m))?;
                     return Ok(());
                 }
                 &mut items[index]
             }
-            _ => return Err(ConfigError::key(&dotted, format!("cannot override inside a scalar (from {var})"))),
+            _ => {
+                return Err(ConfigError::key(
+                    &dotted,
+                    format!("cannot override inside a scalar (from {var})"),
+                ));
+            }
         };
     }
     Ok(())
@@ -128,9 +161,18 @@ fn set_path(root: &mut Value, path: &[String], raw: &str, var: &str) -> Result<(
 /// or a string by its look.
 fn typed_like(existing: Option<&Value>, raw: &str) -> Result<Value, String> {
     Ok(match existing {
-        Some(Value::Integer(_)) => Value::Integer(raw.parse().map_err(|_| format!("expected an integer, got {raw:?}"))?),
-        Some(Value::Float(_)) => Value::Float(raw.parse().map_err(|_| format!("expected a number, got {raw:?}"))?),
-        Some(Value::Boolean(_)) => Value::Boolean(raw.parse().map_err(|_| format!("expected true or false, got {raw:?}"))?),
+        Some(Value::Integer(_)) => Value::Integer(
+            raw.parse()
+                .map_err(|_| format!("expected an integer, got {raw:?}"))?,
+        ),
+        Some(Value::Float(_)) => Value::Float(
+            raw.parse()
+                .map_err(|_| format!("expected a number, got {raw:?}"))?,
+        ),
+        Some(Value::Boolean(_)) => Value::Boolean(
+            raw.parse()
+                .map_err(|_| format!("expected true or false, got {raw:?}"))?,
+        ),
         Some(Value::Array(_)) => Value::Array(
             raw.split(',')
                 .map(str::trim)

@@ -21,7 +21,9 @@ pub fn validate_identifier(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{name:?} must be 1-63 letters, digits or '_', not starting with a digit"))
+        Err(format!(
+            "{name:?} must be 1-63 letters, digits or '_', not starting with a digit"
+        ))
     }
 }
 
@@ -33,7 +35,11 @@ fn database_name(name: &str) -> Result<(), String> {
 }
 
 fn collection_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 120 || name.contains(['$', '\0']) || name.starts_with("system.") {
+    if name.is_empty()
+        || name.len() > 120
+        || name.contains(['$', '\0'])
+        || name.starts_with("system.")
+    {
         return Err(format!("{name:?} is not a valid MongoDB collection name"));
     }
     Ok(())
@@ -49,29 +55,49 @@ fn field_name(name: &str) -> Result<(), String> {
 fn topic_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 249
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if ok { Ok(()) } else { Err(format!("{name:?} is not a valid Kafka topic name")) }
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid Kafka topic name"))
+    }
 }
 
 pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
-    let at = |key: &str| move |message: String| ConfigError::key(key, message);
+    fn at(key: &str) -> impl FnOnce(String) -> ConfigError + '_ {
+        move |message| ConfigError::key(key, message)
+    }
     if c.kafka.bootstrap_servers.trim().is_empty() {
-        return Err(ConfigError::key("kafka.bootstrap_servers", "must not be empty"));
+        return Err(ConfigError::key(
+            "kafka.bootstrap_servers",
+            "must not be empty",
+        ));
     }
     if c.kafka.group_id.trim().is_empty() {
         return Err(ConfigError::key("kafka.group_id", "must not be empty"));
     }
     if c.kafka.topics.is_empty() && c.kafka.topic_regex.as_deref().is_none_or(str::is_empty) {
-        return Err(ConfigError::key("kafka.topics", "give `topics` or `topic_regex`"));
+        return Err(ConfigError::key(
+            "kafka.topics",
+            "give `topics` or `topic_regex`",
+        ));
     }
     for (i, topic) in c.kafka.topics.iter().enumerate() {
         topic_name(topic).map_err(at(&format!("kafka.topics[{i}]")))?;
     }
     if !["auto", "avro", "json"].contains(&c.kafka.format.as_str()) {
-        return Err(ConfigError::key("kafka.format", format!("{:?} is not one of auto, avro, json", c.kafka.format)));
+        return Err(ConfigError::key(
+            "kafka.format",
+            format!("{:?} is not one of auto, avro, json", c.kafka.format),
+        ));
     }
     if !(1000..=300_000).contains(&c.kafka.session_timeout_ms) {
-        return Err(ConfigError::key("kafka.session_timeout_ms", "must be between 1000 and 300000"));
+        return Err(ConfigError::key(
+            "kafka.session_timeout_ms",
+            "must be between 1000 and 300000",
+        ));
     }
     for reserved in ["group.id", "bootstrap.servers", "enable.auto.offset.store"] {
         if c.kafka.properties.contains_key(reserved) {
@@ -84,40 +110,68 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
     if let Some(registry) = &c.schema_registry
         && !(registry.url.starts_with("http://") || registry.url.starts_with("https://"))
     {
-        return Err(ConfigError::key("schema_registry.url", "must start with http:// or https://"));
+        return Err(ConfigError::key(
+            "schema_registry.url",
+            "must start with http:// or https://",
+        ));
     }
     if c.kafka.format == "avro" && c.schema_registry.is_none() {
-        return Err(ConfigError::key("schema_registry", "is required when kafka.format = \"avro\""));
+        return Err(ConfigError::key(
+            "schema_registry",
+            "is required when kafka.format = \"avro\"",
+        ));
     }
     if !(c.mongodb.uri.starts_with("mongodb://") || c.mongodb.uri.starts_with("mongodb+srv://")) {
-        return Err(ConfigError::key("mongodb.uri", "must start with mongodb:// or mongodb+srv://"));
+        return Err(ConfigError::key(
+            "mongodb.uri",
+            "must start with mongodb:// or mongodb+srv://",
+        ));
     }
     database_name(&c.mongodb.database).map_err(at("mongodb.database"))?;
-    collection_name(&c.mongodb.checkpoint_collection).map_err(at("mongodb.checkpoint_collection"))?;
-    collection_name(&c.mongodb.dead_letter_collection).map_err(at("mongodb.dead_letter_collection"))?;
+    collection_name(&c.mongodb.checkpoint_collection)
+        .map_err(at("mongodb.checkpoint_collection"))?;
+    collection_name(&c.mongodb.dead_letter_collection)
+        .map_err(at("mongodb.dead_letter_collection"))?;
     if !(1..=100_000).contains(&c.batch.max_size) {
-        return Err(ConfigError::key("batch.max_size", "must be between 1 and 100000"));
+        return Err(ConfigError::key(
+            "batch.max_size",
+            "must be between 1 and 100000",
+        ));
     }
     if c.batch.max_wait_ms > 60_000 {
-        return Err(ConfigError::key("batch.max_wait_ms", "must be at most 60000"));
+        return Err(ConfigError::key(
+            "batch.max_wait_ms",
+            "must be at most 60000",
+        ));
     }
     if !(1..=256).contains(&c.batch.workers) {
-        return Err(ConfigError::key("batch.workers", "must be between 1 and 256"));
+        return Err(ConfigError::key(
+            "batch.workers",
+            "must be between 1 and 256",
+        ));
     }
     if c.retry.initial_backoff_ms == 0 || c.retry.initial_backoff_ms > c.retry.max_backoff_ms {
-        return Err(ConfigError::key("retry.initial_backoff_ms", "must be positive and at most retry.max_backoff_ms"));
+        return Err(ConfigError::key(
+            "retry.initial_backoff_ms",
+            "must be positive and at most retry.max_backoff_ms",
+        ));
     }
     topic_name(&c.dead_letter.topic).map_err(at("dead_letter.topic"))?;
     if !c.http.listen.is_empty() && c.http.listen.parse::<SocketAddr>().is_err() {
-        return Err(ConfigError::key("http.listen", format!("{:?} is not an ip:port address", c.http.listen)));
+        return Err(ConfigError::key(
+            "http.listen",
+            format!("{:?} is not an ip:port address", c.http.listen),
+        ));
     }
     let mut names = HashSet::new();
     for (i, p) in c.projections.iter().enumerate() {
         let key = |k: &str| format!("projection[{i}].{k}");
-        let (schema, table) = p
-            .table
-            .split_once('.')
-            .ok_or_else(|| ConfigError::key(key("table"), format!("{:?} must be `schema.table`", p.table)))?;
+        let (schema, table) = p.table.split_once('.').ok_or_else(|| {
+            ConfigError::key(
+                key("table"),
+                format!("{:?} must be `schema.table`", p.table),
+            )
+        })?;
         validate_identifier(schema).map_err(at(&key("table")))?;
         validate_identifier(table).map_err(at(&key("table")))?;
         if let Some(db) = &p.database {
@@ -131,14 +185,23 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
             field_name(column).map_err(at(&key(&format!("rename.{column}"))))?;
             field_name(field).map_err(at(&key(&format!("rename.{column}"))))?;
             if field == "_id" || field.starts_with("_version") || field == "_deleted" {
-                return Err(ConfigError::key(key(&format!("rename.{column}")), format!("{field:?} is reserved")));
+                return Err(ConfigError::key(
+                    key(&format!("rename.{column}")),
+                    format!("{field:?} is reserved"),
+                ));
             }
         }
         if let Some(both) = p.include.iter().find(|f| p.exclude.contains(f)) {
-            return Err(ConfigError::key(key("exclude"), format!("{both:?} is also included")));
+            return Err(ConfigError::key(
+                key("exclude"),
+                format!("{both:?} is also included"),
+            ));
         }
         if !names.insert(p.name().to_owned()) {
-            return Err(ConfigError::key(key("name"), format!("projection name {:?} is used twice", p.name())));
+            return Err(ConfigError::key(
+                key("name"),
+                format!("projection name {:?} is used twice", p.name()),
+            ));
         }
     }
     Ok(())

@@ -163,7 +163,10 @@ impl Projections {
     where
         P: Projection<Input = Change, Write = MongoWrite> + 'static,
     {
-        self.insert(tables.iter().map(|t| (*t).to_owned()).collect(), Arc::new(Custom(projection)));
+        self.insert(
+            tables.iter().map(|t| (*t).to_owned()).collect(),
+            Arc::new(Custom(projection)),
+        );
     }
 
     fn insert(&mut self, tables: Vec<String>, projection: Arc<dyn ErasedProjection>) {

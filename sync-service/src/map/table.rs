@@ -48,7 +48,10 @@ impl TableProjection {
             name: mapping.name().to_owned(),
             table: mapping.table.clone(),
             target: Target::in_database(
-                mapping.database.clone().unwrap_or_else(|| default_database.to_owned()),
+                mapping
+                    .database
+                    .clone()
+                    .unwrap_or_else(|| default_database.to_owned()),
                 mapping.collection.clone(),
             ),
             id_fields: mapping.id_fields.clone(),
@@ -98,7 +101,12 @@ impl TableProjection {
         row.iter()
             .filter(|(k, _)| self.include.is_empty() || self.include.contains(k))
             .filter(|(k, _)| !self.exclude.contains(k))
-            .map(|(k, v)| (self.rename.get(k).cloned().unwrap_or_else(|| k.clone()), v.clone()))
+            .map(|(k, v)| {
+                (
+                    self.rename.get(k).cloned().unwrap_or_else(|| k.clone()),
+                    v.clone(),
+                )
+            })
             .collect()
     }
 
@@ -123,7 +131,10 @@ impl Projection for TableProjection {
         let version = change.version;
         match change.op {
             Op::Create | Op::Read | Op::Update => {
-                let after = change.after.as_ref().ok_or_else(|| self.missing_image(change.op))?;
+                let after = change
+                    .after
+                    .as_ref()
+                    .ok_or_else(|| self.missing_image(change.op))?;
                 let id = self.id_of(change, Some(after))?;
                 let mut writes = Vec::with_capacity(2);
                 // A key update: Debezium sends a delete + create pair by default, but a

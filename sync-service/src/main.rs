@@ -1,0 +1,172 @@
+//! `sync-service run | check-config | dlq list|replay|skip`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sync_service::SyncService;
+use sync_service::config::SyncConfig;
+use sync_service::dlq::{self, Selection};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(version, about = "Debezium change topics into MongoDB projections")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume and project until SIGTERM/SIGINT.
+    Run {
+        /// Configuration file.
+        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
+        config: PathBuf,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig {
+        /// Configuration file.
+        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
+        config: PathBuf,
+    },
+    /// Resolve dead-lettered messages.
+    Dlq {
+        /// Configuration file.
+        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        action: DlqAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum DlqAction {
+    /// List pending dead letters.
+    List(SelectionArgs),
+    /// Re-process pending dead letters in order (after a fix).
+    Replay(SelectionArgs),
+    /// Drop pending dead letters, releasing their keys.
+    Skip(SelectionArgs),
+}
+
+#[derive(clap::Args)]
+struct SelectionArgs {
+    /// Only this dead letter (`topic/partition/offset`); repeatable.
+    #[arg(long = "id")]
+    ids: Vec<String>,
+    /// Only dead letters of this source topic.
+    #[arg(long)]
+    topic: Option<String>,
+}
+
+impl From<SelectionArgs> for Selection {
+    fn from(a: SelectionArgs) -> Self {
+        Selection {
+            ids: a.ids,
+            topic: a.topic,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match execute(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> Result<(), String> {
+    let load = |path: &PathBuf| SyncConfig::load(path).map_err(|e| e.to_string());
+    match command {
+        Command::CheckConfig { config } => {
+            let config = load(&config)?;
+            println!(
+                "configuration is valid: projections {:?}",
+                config.projection_names()
+            );
+            Ok(())
+        }
+        Command::Run { config } => {
+            let config = load(&config)?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(cancel_on_signal(shutdown.clone()));
+            SyncService::new(config)
+                .run(shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Dlq { config, action } => {
+            let config = load(&config)?;
+            match action {
+                DlqAction::List(selection) => {
+                    let letters = dlq::list(&config, &selection.into())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!("{:<48} {:<10} {:<24} ERROR", "ID", "STAGE", "SINCE");
+                    for d in &letters {
+                        println!(
+                            "{:<48} {:<10} {:<24} {}",
+                            d.id,
+                            d.stage.as_str(),
+                            d.created_at.to_string(),
+                            d.error
+                        );
+                    }
+                    println!("{} pending", letters.len());
+                    Ok(())
+                }
+                DlqAction::Replay(selection) => {
+                    let report = SyncService::new(config)
+                        .replay_dead_letters(&selection.into())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!(
+                        "replayed {}, still failing {}, missing from the topic {}",
+                        report.replayed, report.still_failing, report.missing
+                    );
+                    if report.still_failing > 0 {
+                        Err("some dead letters failed again".into())
+                    } else {
+                        Ok(())
+                    }
+                }
+                DlqAction::Skip(selection) => {
+                    let n = dlq::skip(&config, &selection.into())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    println!("skipped {n}");
+                    Ok(())
+                }
+            }
+        }
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot listen for SIGTERM: {e}");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,122 @@
+//! Prometheus metrics of the pipeline, served on `/metrics`.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of per-topic series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// Source topic.
+    pub topic: String,
+}
+
+/// Label of per-projection series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionLabel {
+    /// Projection name.
+    pub projection: String,
+}
+
+/// Label of per-stage series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabel {
+    /// Pipeline stage.
+    pub stage: String,
+}
+
+/// Label of skipped-message series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Message kind (heartbeat, tombstone, ...).
+    pub kind: String,
+}
+
+/// Every metric the service exports.
+#[derive(Clone)]
+pub struct Metrics {
+    /// Messages consumed per topic.
+    pub consumed: Family<TopicLabel, Counter>,
+    /// Writes applied per projection.
+    pub applied: Family<ProjectionLabel, Counter>,
+    /// Writes found stale (redelivery, replay, out of order) per projection.
+    pub stale: Family<ProjectionLabel, Counter>,
+    /// Messages dead-lettered per stage.
+    pub dead_lettered: Family<StageLabel, Counter>,
+    /// Messages skipped per kind.
+    pub skipped: Family<KindLabel, Counter>,
+    /// Messages per written batch.
+    pub batch_size: Histogram,
+    /// Seconds spent writing a batch to MongoDB.
+    pub write_latency: Histogram,
+    registry: Arc<Registry>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers the metrics.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sync");
+        let consumed = Family::<TopicLabel, Counter>::default();
+        let applied = Family::<ProjectionLabel, Counter>::default();
+        let stale = Family::<ProjectionLabel, Counter>::default();
+        let dead_lettered = Family::<StageLabel, Counter>::default();
+        let skipped = Family::<KindLabel, Counter>::default();
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
+        let write_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        registry.register("changes_consumed", "Messages consumed", consumed.clone());
+        registry.register(
+            "changes_applied",
+            "Read-model writes applied",
+            applied.clone(),
+        );
+        registry.register(
+            "changes_stale",
+            "Read-model writes found stale",
+            stale.clone(),
+        );
+        registry.register(
+            "changes_dead_lettered",
+            "Messages sent to the dead-letter topic",
+            dead_lettered.clone(),
+        );
+        registry.register(
+            "changes_skipped",
+            "Messages with nothing to project",
+            skipped.clone(),
+        );
+        registry.register("batch_size", "Messages per batch", batch_size.clone());
+        registry.register(
+            "write_latency_seconds",
+            "MongoDB write time per batch",
+            write_latency.clone(),
+        );
+        Metrics {
+            consumed,
+            applied,
+            stale,
+            dead_lettered,
+            skipped,
+            batch_size,
+            write_latency,
+            registry: Arc::new(registry),
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,295 @@
+//! One batch through the stages: decode, envelope, map, write, dead-letter; the offsets
+//! to store come out at the end, only for messages whose fate is settled.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::Arc;
+
+use cqrs_mongo::{CheckpointUpdate, ItemOutcome};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use tokio_util::sync::CancellationToken;
+
+use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage};
+use crate::decode::{DecodeError, DecodedRecord, Decoder, RawRecord};
+use crate::envelope::{EnvelopeParser, Event};
+use crate::map::{Planned, Projections};
+use crate::metrics::{KindLabel, Metrics, ProjectionLabel, StageLabel, TopicLabel};
+use crate::write::{Backoff, Interrupted, Writer};
+
+/// What happened to one message.
+#[derive(Debug)]
+enum Fate {
+    /// Nothing to project (heartbeat, tombstone, unmapped table...).
+    Skipped(&'static str),
+    /// Its writes are `planned[range]`.
+    Planned(Range<usize>),
+    /// Dead-lettered.
+    Failed(Failure),
+}
+
+/// Where the offsets of a batch stand: the next offset per topic and partition.
+pub type Offsets = BTreeMap<(String, i32), i64>;
+
+/// Summary of a processed batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchReport {
+    /// Writes applied.
+    pub applied: usize,
+    /// Writes found stale.
+    pub stale: usize,
+    /// Messages skipped.
+    pub skipped: usize,
+    /// Messages dead-lettered (failed or held back).
+    pub dead_lettered: usize,
+    /// Next offset per partition.
+    pub offsets: Offsets,
+}
+
+/// The stages, shared by every partition worker.
+pub struct Pipeline {
+    /// Decode stage.
+    pub decoder: Decoder,
+    /// Envelope stage.
+    pub parser: EnvelopeParser,
+    /// Map stage.
+    pub projections: Projections,
+    /// Write stage.
+    pub writer: Writer,
+    /// Dead-letter path.
+    pub dead_letters: DeadLetters,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Backoff of transient failures.
+    pub backoff: Backoff,
+}
+
+impl Pipeline {
+    /// Processes a batch in order. Returns when every message is applied, found stale,
+    /// skipped or dead-lettered; `Err` only on shutdown while a dependency was away, in
+    /// which case nothing of the batch may be committed.
+    pub async fn process(
+        &self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<BatchReport, Interrupted> {
+        let mut fates = Vec::with_capacity(batch.len());
+        let mut planned: Vec<Planned> = Vec::new();
+        let mut failed_keys: HashMap<KeyRef, String> = HashMap::new();
+        for message in batch {
+            self.metrics
+                .consumed
+                .get_or_create(&TopicLabel {
+                    topic: message.topic().to_owned(),
+                })
+                .inc();
+            let key = KeyRef::of(message);
+            let behind = failed_keys.get(&key).cloned();
+            let fate = if behind.is_some() || self.dead_letters.parked(&key) {
+                Fate::Failed(Failure {
+                    stage: Stage::HeldBack,
+                    error: "held back behind an earlier dead letter of the same key".into(),
+                    behind,
+                })
+            } else {
+                self.plan(message, &mut planned, shutdown).await?
+            };
+            if matches!(fate, Fate::Failed(_)) {
+                failed_keys.insert(
+                    key,
+                    DeadLetter::id_of(message.topic(), message.partition(), message.offset()),
+                );
+            }
+            fates.push(fate);
+        }
+
+        let checkpoints = checkpoints(batch, &fates, &planned);
+        let written = self.writer.write(&planned, checkpoints, shutdown).await?;
+        self.metrics
+            .write_latency
+            .observe(written.latency.as_secs_f64());
+        self.metrics.batch_size.observe(batch.len() as f64);
+
+        let mut report = BatchReport::default();
+        for (message, fate) in batch.iter().zip(fates.iter_mut()) {
+            if let Fate::Planned(range) = fate {
+                let range = range.clone();
+                for (p, outcome) in planned[range.clone()].iter().zip(&written.outcomes[range]) {
+                    let projection = projection_of(p);
+                    match outcome {
+                        ItemOutcome::Applied => {
+                            report.applied += 1;
+                            self.metrics.applied.get_or_create(&projection).inc();
+                        }
+                        ItemOutcome::Stale => {
+                            report.stale += 1;
+                            self.metrics.stale.get_or_create(&projection).inc();
+                        }
+                        ItemOutcome::Failed(e) => {
+                            *fate = Fate::Failed(Failure {
+                                stage: Stage::Write,
+                                error: e.to_string(),
+                                behind: None,
+                            });
+                            break;
+                        }
+                    }
+                }
+            }
+            match fate {
+                Fate::Skipped(kind) => {
+                    report.skipped += 1;
+                    self.metrics
+                        .skipped
+                        .get_or_create(&KindLabel {
+                            kind: (*kind).to_owned(),
+                        })
+                        .inc();
+                }
+                Fate::Failed(failure) => {
+                    self.dead_letter(message, failure, shutdown).await?;
+                    report.dead_lettered += 1;
+                }
+                Fate::Planned(_) => {}
+            }
+            let next = report
+                .offsets
+                .entry((message.topic().to_owned(), message.partition()))
+                .or_insert(0);
+            *next = (*next).max(message.offset() + 1);
+        }
+        Ok(report)
+    }
+
+    /// Decode, envelope and map one message.
+    async fn plan(
+        &self,
+        message: &OwnedMessage,
+        planned: &mut Vec<Planned>,
+        shutdown: &CancellationToken,
+    ) -> Result<Fate, Interrupted> {
+        let failed = |stage, error: String| {
+            Fate::Failed(Failure {
+                stage,
+                error,
+                behind: None,
+            })
+        };
+        let decoded = match self.decode(message, shutdown).await? {
+            Ok(decoded) => decoded,
+            Err(e) => return Ok(failed(Stage::Decode, e.to_string())),
+        };
+        let change = match self.parser.parse(&decoded) {
+            Ok(Event::Change(change)) => change,
+            Ok(other) => return Ok(Fate::Skipped(other.kind())),
+            Err(e) => return Ok(failed(Stage::Envelope, e.to_string())),
+        };
+        match self.projections.plan(&change) {
+            Ok(writes) if writes.is_empty() => Ok(Fate::Skipped("unmapped")),
+            Ok(writes) => {
+                let start = planned.len();
+                planned.extend(writes);
+                Ok(Fate::Planned(start..planned.len()))
+            }
+            Err(e) => Ok(failed(Stage::Map, e.to_string())),
+        }
+    }
+
+    /// Decodes, retrying while the registry is unreachable.
+    async fn decode(
+        &self,
+        message: &OwnedMessage,
+        shutdown: &CancellationToken,
+    ) -> Result<Result<DecodedRecord, DecodeError>, Interrupted> {
+        let mut raw = RawRecord::new(message.topic()).at(message.partition(), message.offset());
+        if let Some(key) = message.key() {
+            raw = raw.with_key(key);
+        }
+        if let Some(value) = message.payload() {
+            raw = raw.with_value(value);
+        }
+        if let Some(headers) = message.headers() {
+            for h in headers.iter() {
+                raw = raw.with_header(h.key, h.value);
+            }
+        }
+        let mut attempt = 0;
+        loop {
+            match self.decoder.decode(&raw).await {
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying");
+                    self.backoff.wait(attempt, shutdown).await?;
+                    attempt += 1;
+                }
+                result => return Ok(result),
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        message: &OwnedMessage,
+        failure: &Failure,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        tracing::warn!(
+            topic = message.topic(),
+            partition = message.partition(),
+            offset = message.offset(),
+            stage = failure.stage.as_str(),
+            error = %failure.error,
+            "dead-lettering message"
+        );
+        let mut attempt = 0;
+        while let Err(e) = self.dead_letters.send(message, failure).await {
+            tracing::warn!(error = %e, attempt, "dead-letter path unavailable; retrying");
+            self.backoff.wait(attempt, shutdown).await?;
+            attempt += 1;
+        }
+        self.metrics
+            .dead_lettered
+            .get_or_create(&StageLabel {
+                stage: failure.stage.as_str().to_owned(),
+            })
+            .inc();
+        Ok(())
+    }
+}
+
+fn projection_of(p: &Planned) -> ProjectionLabel {
+    let name = match p {
+        Planned::Write { projection, .. } | Planned::Truncate { projection, .. } => projection,
+    };
+    ProjectionLabel {
+        projection: name.to_string(),
+    }
+}
+
+/// One checkpoint per projection and partition the batch moved.
+fn checkpoints(
+    batch: &[OwnedMessage],
+    fates: &[Fate],
+    planned: &[Planned],
+) -> Vec<CheckpointUpdate> {
+    let mut latest: BTreeMap<(Arc<str>, String), i64> = BTreeMap::new();
+    for (message, fate) in batch.iter().zip(fates) {
+        let Fate::Planned(range) = fate else { continue };
+        for p in &planned[range.clone()] {
+            let (Planned::Write { projection, .. } | Planned::Truncate { projection, .. }) = p;
+            let partition = format!("{}/{}", message.topic(), message.partition());
+            let entry = latest
+                .entry((Arc::clone(projection), partition))
+                .or_insert(0);
+            *entry = (*entry).max(message.offset());
+        }
+    }
+    latest
+        .into_iter()
+        .map(|((projection, partition), offset)| {
+            CheckpointUpdate::new(
+                projection.to_string(),
+                partition,
+                u64::try_from(offset).unwrap_or(0),
+            )
+        })
+        .collect()
+}

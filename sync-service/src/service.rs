@@ -1,0 +1,354 @@
+//! The running service: the consumer loop, partition workers, periodic tasks and the HTTP
+//! endpoints, with graceful shutdown (stop fetching, flush, commit).
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use cqrs_core::Projection;
+use cqrs_mongo::{MongoClient, MongoConfig};
+use futures::StreamExt;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SyncConfig;
+use crate::dead_letter::DeadLetters;
+use crate::decode::{Decoder, Format, RegistryDecoder};
+use crate::envelope::{Change, EnvelopeParser};
+use crate::map::{MongoWrite, Projections, TableProjection};
+use crate::metrics::Metrics;
+use crate::pipeline::{Offsets, Pipeline};
+use crate::source::{self, Source};
+use crate::write::{Backoff, Writer};
+
+/// Why the service could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// Kafka client setup failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    /// MongoDB setup failed.
+    #[error("mongodb: {0}")]
+    Mongo(#[from] cqrs_mongo::Error),
+    /// Dead-letter setup failed.
+    #[error("dead letters: {0}")]
+    DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    /// The schema registry settings are unusable.
+    #[error("schema registry: {0}")]
+    Registry(String),
+    /// The HTTP endpoint could not bind.
+    #[error("http endpoint {listen}: {source}")]
+    Http {
+        /// Address.
+        listen: String,
+        /// Error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The sync-service: build it from a config, add Rust projections, run it.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use sync_service::{config::SyncConfig, SyncService};
+/// use tokio_util::sync::CancellationToken;
+///
+/// let config = SyncConfig::load("sync.toml".as_ref())?;
+/// let shutdown = CancellationToken::new();
+/// SyncService::new(config).run(shutdown).await?;
+/// # Ok(()) }
+/// ```
+pub struct SyncService {
+    config: SyncConfig,
+    projections: Projections,
+}
+
+impl SyncService {
+    /// A service with the declarative projections of `config`.
+    pub fn new(config: SyncConfig) -> Self {
+        let mut projections = Projections::default();
+        for mapping in &config.projections {
+            projections.add_table(TableProjection::new(mapping, &config.mongodb.database));
+        }
+        SyncService {
+            config,
+            projections,
+        }
+    }
+
+    /// Adds a Rust projection fed by `tables` (`schema.table`).
+    pub fn with_projection<P>(mut self, projection: P, tables: &[&str]) -> Self
+    where
+        P: Projection<Input = Change, Write = MongoWrite> + 'static,
+    {
+        self.projections.add(projection, tables);
+        self
+    }
+
+    /// Re-processes pending dead letters (after a fix) through this service's projections.
+    pub async fn replay_dead_letters(
+        self,
+        selection: &crate::dlq::Selection,
+    ) -> Result<crate::dlq::ReplayReport, ServiceError> {
+        crate::dlq::replay(&self.config, self.projections, selection).await
+    }
+
+    /// Runs until `shutdown` is cancelled, then flushes and commits.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        let pipeline = Arc::new(build_pipeline(&self.config, self.projections).await?);
+        let consumer = Arc::new(source::subscribe(&self.config.kafka)?);
+        tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
+
+        let refresher = tokio::spawn(refresh_parked_keys(
+            pipeline.dead_letters.clone(),
+            shutdown.clone(),
+        ));
+        let http = serve_http(
+            &self.config.http.listen,
+            Arc::clone(&pipeline),
+            Arc::clone(&consumer),
+            shutdown.clone(),
+        )
+        .await?;
+
+        let workers = self.config.batch.workers;
+        let mut senders = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (tx, rx) = mpsc::channel(self.config.batch.max_size * 2);
+            senders.push(tx);
+            handles.push(tokio::spawn(worker(
+                Arc::clone(&pipeline),
+                Arc::clone(&consumer),
+                rx,
+                self.config.batch.clone(),
+                shutdown.clone(),
+            )));
+        }
+
+        {
+            let mut stream = consumer.stream();
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    next = stream.next() => match next {
+                        Some(Ok(message)) => {
+                            let message = message.detach();
+                            let w = worker_of(&message, workers);
+                            if senders[w].send(message).await.is_err() {
+                                break;
+                            }
+                        }
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "kafka consumer error");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        None => break,
+                    }
+                }
+            }
+        }
+        tracing::info!("stopped fetching; flushing in-flight batches");
+        drop(senders);
+        for handle in handles {
+            let _ = handle.await;
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!("offsets committed"),
+            // Nothing stored since the last automatic commit.
+            Err(e) => tracing::info!(result = %e, "final commit"),
+        }
+        shutdown.cancel();
+        let _ = refresher.await;
+        if let Some(http) = http {
+            let _ = http.await;
+        }
+        tracing::info!("sync-service stopped");
+        Ok(())
+    }
+}
+
+/// Builds the stages from the configuration.
+pub async fn build_pipeline(
+    config: &SyncConfig,
+    projections: Projections,
+) -> Result<Pipeline, ServiceError> {
+    let format: Format = config
+        .kafka
+        .format
+        .parse()
+        .map_err(|e| ServiceError::Registry(format!("kafka.format: {e}")))?;
+    let decoder = match &config.schema_registry {
+        Some(registry) => {
+            let registry = RegistryDecoder::new(&registry.url)
+                .map_err(|e| ServiceError::Registry(e.to_string()))?;
+            Decoder::new(registry)
+        }
+        None => Decoder::without_registry(),
+    }
+    .with_default_format(format);
+    let mongo = MongoClient::connect(
+        MongoConfig::new(&config.mongodb.uri).with_default_database(&config.mongodb.database),
+    )
+    .await?;
+    let backoff = Backoff::new(&config.retry);
+    let writer = Writer::new(mongo.clone(), backoff.clone());
+    let mut producer_config = source::client_config(&config.kafka);
+    for key in [
+        "group.id",
+        "enable.auto.commit",
+        "auto.commit.interval.ms",
+        "auto.offset.reset",
+        "session.timeout.ms",
+        "enable.partition.eof",
+        "enable.auto.offset.store",
+    ] {
+        producer_config.remove(key);
+    }
+    producer_config
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    let producer: FutureProducer = producer_config.create()?;
+    let records = mongo
+        .default_database()
+        .collection(&config.mongodb.dead_letter_collection);
+    let dead_letters = DeadLetters::new(producer, config.dead_letter.topic.clone(), records);
+    dead_letters.ensure_indexes().await?;
+    dead_letters.refresh().await?;
+    Ok(Pipeline {
+        decoder,
+        parser: EnvelopeParser::default(),
+        projections,
+        writer,
+        dead_letters,
+        metrics: Metrics::new(),
+        backoff,
+    })
+}
+
+/// All messages of one partition go to the same worker, so order per key holds.
+fn worker_of(message: &OwnedMessage, workers: usize) -> usize {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    message.topic().hash(&mut hasher);
+    message.partition().hash(&mut hasher);
+    (hasher.finish() % workers as u64) as usize
+}
+
+async fn worker(
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<Source>,
+    mut rx: mpsc::Receiver<OwnedMessage>,
+    batch: crate::config::BatchConfig,
+    shutdown: CancellationToken,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut messages = vec![first];
+        let deadline = tokio::time::Instant::now() + batch.max_wait();
+        while messages.len() < batch.max_size {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(message)) => messages.push(message),
+                _ => break,
+            }
+        }
+        match pipeline.process(&messages, &shutdown).await {
+            Ok(report) => store_offsets(&consumer, &report.offsets),
+            Err(interrupted) => {
+                tracing::warn!(%interrupted, messages = messages.len(), "batch left uncommitted; it will be redelivered");
+                break;
+            }
+        }
+    }
+}
+
+fn store_offsets(consumer: &Source, offsets: &Offsets) {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in offsets {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(error = %e, topic, partition, "cannot store offset");
+        }
+    }
+    // Fails for partitions revoked meanwhile: their new owner re-reads the batch, which
+    // the version guards make harmless.
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        tracing::warn!(error = %e, "offsets not stored (partition revoked?)");
+    }
+}
+
+async fn refresh_parked_keys(dead_letters: DeadLetters, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {
+                if let Err(e) = dead_letters.refresh().await {
+                    tracing::warn!(error = %e, "cannot refresh parked keys");
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<Source>,
+}
+
+async fn serve_http(
+    listen: &str,
+    pipeline: Arc<Pipeline>,
+    consumer: Arc<Source>,
+    shutdown: CancellationToken,
+) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
+    if listen.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| ServiceError::Http {
+            listen: listen.to_owned(),
+            source,
+        })?;
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(HttpState { pipeline, consumer });
+    Ok(Some(tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::warn!(error = %e, "http endpoint stopped");
+        }
+    })))
+}
+
+/// Ready: partitions assigned and MongoDB answering.
+async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
+    let assigned = state
+        .consumer
+        .assignment()
+        .map(|a| a.count() > 0)
+        .unwrap_or(false);
+    if !assigned {
+        return (StatusCode::SERVICE_UNAVAILABLE, "no partitions assigned");
+    }
+    if !state.pipeline.writer.is_healthy() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "mongodb unavailable");
+    }
+    (StatusCode::OK, "ready")
+}
+
+async fn metrics(State(state): State<HttpState>) -> String {
+    state.pipeline.metrics.render()
+}
