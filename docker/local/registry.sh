@@ -41,7 +41,10 @@ registry_up() {
     stop_daemon registry 10
   fi
   rm -f "$(pid_file registry)"
-  registry_healthy && die "registry: $SCHEMA_REGISTRY_URL answers but this stack did not start it"
+  if registry_healthy; then
+    adopt_foreign registry "$SCHEMA_REGISTRY_URL"
+    return 0
+  fi
   mkdir -p "$(dirname "$REGISTRY_DATA")"
   log "starting the Schema Registry stand-in on $REGISTRY_HOSTPORT"
   registry_bin_stamp >"$RUN_DIR/registry.bin-stamp"

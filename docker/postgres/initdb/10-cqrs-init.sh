@@ -38,7 +38,8 @@ for s in $CQRS_SERVICE_SCHEMAS; do
 done
 
 psql_su() {
-  psql -X -q -v ON_ERROR_STOP=1 --no-password --username "$SUPERUSER" "$@"
+  PGOPTIONS="${PGOPTIONS:-} -c client_min_messages=warning" \
+    psql -X -q -v ON_ERROR_STOP=1 --no-password --username "$SUPERUSER" "$@"
 }
 
 # 1. Cluster level: admin role and database (in the official image both exist already).
