@@ -1,0 +1,236 @@
+//! The typed read model: [`MongoReadModel`] extends [`cqrs_core::ReadModel`] with indexes,
+//! and [`Versioned`] is what reads return.
+//!
+//! # How versions are stored
+//!
+//! A [`SourceVersion`] `{position, index}` is stored in two fields:
+//!
+//! * [`ReadModel::VERSION_FIELD`] (`_version` by default): `position` as a BSON Int64;
+//! * the same name followed by `_index` (`_version_index`): `index` as a BSON Int64.
+//!
+//! Comparison is therefore exact with one filter, and `$or`-shaped only when the index is
+//! non-zero (see [`guard`](crate::guard)). Positions above `i64::MAX` are rejected with
+//! [`Error::VersionOutOfRange`] (a PostgreSQL LSN or an aggregate version never gets
+//! there). A document without a version field counts as version zero: any write applies.
+//!
+//! # Tombstones
+//!
+//! A delete replaces the document by `{_id, _version, _version_index, _deleted: true,
+//! _deleted_at: <date>}`. Repository queries add `_deleted: {$ne: true}`, so tombstones
+//! are invisible; older writes meet the tombstone's version and are stale.
+
+use std::time::Duration;
+
+use bson::{Bson, Document};
+use cqrs_core::{ReadModel, SourceVersion};
+use mongodb::IndexModel;
+use serde::de::DeserializeOwned;
+
+use crate::errors::{Error, Result, display_id};
+
+/// Field flagging a tombstone.
+pub const DELETED_FIELD: &str = "_deleted";
+/// Field holding the deletion time of a tombstone (the TTL index is on it).
+pub const DELETED_AT_FIELD: &str = "_deleted_at";
+/// Suffix of the field holding [`SourceVersion::index`].
+pub const VERSION_INDEX_SUFFIX: &str = "_index";
+
+/// A MongoDB read model: a [`ReadModel`] that also declares its indexes.
+///
+/// Serialize the id as `_id` (`#[serde(rename = "_id")]`). The version and tombstone
+/// fields are managed by this crate; the model may declare `_version` (as an integer) to
+/// read it, but does not have to: [`Versioned::version`] carries it.
+///
+/// ```
+/// use cqrs_core::ReadModel;
+/// use cqrs_mongo::{MongoReadModel, IndexModel, bson::doc};
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Debug, Serialize, Deserialize)]
+/// struct Customer {
+///     #[serde(rename = "_id")]
+///     id: String,
+///     email: String,
+///     country: String,
+/// }
+///
+/// impl ReadModel for Customer {
+///     type Id = String;
+///     const COLLECTION: &'static str = "customers";
+///     fn id(&self) -> String { self.id.clone() }
+/// }
+///
+/// impl MongoReadModel for Customer {
+///     fn indexes() -> Vec<IndexModel> {
+///         vec![IndexModel::builder().keys(doc! { "country": 1, "email": 1 }).build()]
+///     }
+/// }
+///
+/// assert_eq!(Customer::indexes().len(), 1);
+/// assert_eq!(Customer::DATABASE, None);
+/// ```
+pub trait MongoReadModel: ReadModel {
+    /// Database holding the collection; `None` for the client's default database.
+    const DATABASE: Option<&'static str> = None;
+
+    /// How long tombstones are kept before a TTL index removes them; `None` keeps them
+    /// until [`Repository::purge_tombstones`](crate::Repository::purge_tombstones).
+    ///
+    /// Keep it longer than any redelivery window of the source: once a tombstone is gone,
+    /// an older write for that id can create the document again.
+    const TOMBSTONE_TTL: Option<Duration> = None;
+
+    /// Secondary indexes, created (or verified) by
+    /// [`Repository::ensure_indexes`](crate::Repository::ensure_indexes).
+    fn indexes() -> Vec<IndexModel> {
+        Vec::new()
+    }
+}
+
+/// A document read together with the version of the last write applied to it.
+///
+/// ```
+/// use cqrs_core::SourceVersion;
+/// use cqrs_mongo::Versioned;
+///
+/// let v = Versioned { version: SourceVersion::new(3), document: "doc" };
+/// assert_eq!(v.map(|d| d.len()).document, 3);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// Version of the last applied write.
+    pub version: SourceVersion,
+    /// The document.
+    pub document: T,
+}
+
+impl<T> Versioned<T> {
+    /// Transforms the document, keeping the version.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Versioned<U> {
+        Versioned {
+            version: self.version,
+            document: f(self.document),
+        }
+    }
+}
+
+/// Names of the fields that hold a version.
+///
+/// ```
+/// let f = cqrs_mongo::VersionFields::new("_version");
+/// assert_eq!(f.index, "_version_index");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionFields {
+    /// Field holding the position (Int64).
+    pub position: String,
+    /// Field holding the index (Int64).
+    pub index: String,
+}
+
+impl VersionFields {
+    /// The fields for a version field name.
+    pub fn new(version_field: &str) -> Self {
+        VersionFields {
+            position: version_field.to_string(),
+            index: format!("{version_field}{VERSION_INDEX_SUFFIX}"),
+        }
+    }
+
+    /// The fields of a model.
+    pub fn of<M: ReadModel>() -> Self {
+        Self::new(M::VERSION_FIELD)
+    }
+
+    /// `{position, index}` as the two Int64 values to store.
+    pub(crate) fn encode(
+        &self,
+        version: SourceVersion,
+        collection: &str,
+        id: Option<&Bson>,
+    ) -> Result<(i64, i64)> {
+        let position = i64::try_from(version.position).map_err(|_| Error::VersionOutOfRange {
+            collection: collection.to_string(),
+            id: id.map(display_id),
+            version,
+        })?;
+        Ok((position, i64::from(version.index)))
+    }
+
+    /// Reads the stored version of a raw document (missing fields count as zero).
+    pub fn read(&self, doc: &Document, collection: &str) -> Result<SourceVersion> {
+        let position = read_u64(doc, &self.position, collection)?;
+        let index = read_u64(doc, &self.index, collection)?;
+        let index = u32::try_from(index).map_err(|_| Error::Decode {
+            collection: collection.to_string(),
+            id: doc.get("_id").map(display_id),
+            field: self.index.clone(),
+            message: format!("{index} does not fit a u32"),
+        })?;
+        Ok(SourceVersion { position, index })
+    }
+}
+
+fn read_u64(doc: &Document, field: &str, collection: &str) -> Result<u64> {
+    let bad = |message: String| Error::Decode {
+        collection: collection.to_string(),
+        id: doc.get("_id").map(display_id),
+        field: field.to_string(),
+        message,
+    };
+    match doc.get(field) {
+        None | Some(Bson::Null) => Ok(0),
+        Some(Bson::Int64(v)) => u64::try_from(*v).map_err(|_| bad(format!("negative version {v}"))),
+        Some(Bson::Int32(v)) => u64::try_from(*v).map_err(|_| bad(format!("negative version {v}"))),
+        Some(other) => Err(bad(format!(
+            "expected an integer version, found {:?}",
+            other.element_type()
+        ))),
+    }
+}
+
+/// True if the raw document is a tombstone.
+pub(crate) fn is_tombstone(doc: &Document) -> bool {
+    matches!(doc.get(DELETED_FIELD), Some(Bson::Boolean(true)))
+}
+
+/// Decodes a raw document into a model, naming the offending field on failure.
+///
+/// The `_version_index` and tombstone fields are removed first; the version field stays
+/// (a model may declare it).
+///
+/// ```
+/// use cqrs_mongo::{bson::doc, model::decode, VersionFields};
+///
+/// #[derive(Debug, serde::Deserialize)]
+/// struct Item { qty: u32 }
+///
+/// let fields = VersionFields::new("_version");
+/// let ok = decode::<Item>(doc! { "_id": 1, "qty": 3, "_version": 9_i64 }, "items", &fields).unwrap();
+/// assert_eq!(ok.version.position, 9);
+///
+/// let err = decode::<Item>(doc! { "_id": 1, "qty": "three" }, "items", &fields).unwrap_err();
+/// assert!(err.to_string().contains("`qty`"), "{err}");
+/// ```
+pub fn decode<T: DeserializeOwned>(
+    mut doc: Document,
+    collection: &str,
+    fields: &VersionFields,
+) -> Result<Versioned<T>> {
+    let version = fields.read(&doc, collection)?;
+    doc.remove(&fields.index);
+    doc.remove(DELETED_FIELD);
+    doc.remove(DELETED_AT_FIELD);
+    let id = doc.get("_id").map(display_id);
+    let deserializer = bson::Deserializer::new(Bson::Document(doc));
+    let document: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let field = e.path().to_string();
+        Error::Decode {
+            collection: collection.to_string(),
+            id,
+            field,
+            message: e.into_inner().to_string(),
+        }
+    })?;
+    Ok(Versioned { version, document })
+}
