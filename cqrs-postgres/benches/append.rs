@@ -1,0 +1,452 @@
+//! Append-path benchmark: `CommandHandler` + `PostgresStore` (event-sourced) against
+//! hand-written tokio-postgres transactions doing the same work, on the same tables, the
+//! same rows and the same pool.
+//!
+//! Workload: every command opens a NEW aggregate and decides 2 events (so each command
+//! writes 1 receipt, 1 aggregates row, 2 events and 2 outbox rows, after a dedup lookup
+//! and a load). Clients: 1, 8 and 32 concurrent tasks; each variant runs in two
+//! alternating slices to even out drift on a shared machine.
+//!
+//! Run: `cargo bench -p cqrs-postgres --bench append` (needs the PostgreSQL of `.env`;
+//! `BENCH_SECONDS=<n>` sets the length of one slice, default 4).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use cqrs_core::{Aggregate, CommandHandler, CommandMetadata, DomainEvent, PersistenceMode};
+use cqrs_postgres::{PgPool, PostgresConfig, PostgresStore};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio_postgres::types::ToSql;
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------
+// The aggregate.
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Account {
+    owner: Option<String>,
+    balance: i64,
+}
+
+struct Open {
+    owner: String,
+    initial: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum AccountEvent {
+    Opened { owner: String },
+    Deposited { amount: i64 },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AccountEvent::Opened { .. } => "AccountOpened",
+            AccountEvent::Deposited { .. } => "MoneyDeposited",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("account already open")]
+struct AlreadyOpen;
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "Account";
+    type Command = Open;
+    type Event = AccountEvent;
+    type Error = AlreadyOpen;
+
+    fn handle(&self, command: &Open) -> Result<Vec<AccountEvent>, AlreadyOpen> {
+        if self.owner.is_some() {
+            return Err(AlreadyOpen);
+        }
+        Ok(vec![
+            AccountEvent::Opened {
+                owner: command.owner.clone(),
+            },
+            AccountEvent::Deposited {
+                amount: command.initial,
+            },
+        ])
+    }
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Opened { owner } => self.owner = Some(owner.clone()),
+            AccountEvent::Deposited { amount } => self.balance += amount,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The hand-written baseline: same round trips (dedup lookup, load, BEGIN, pipelined
+// inserts, COMMIT), same rows, plain SQL.
+
+struct Baseline {
+    pool: PgPool,
+    find: String,
+    load_row: String,
+    load_events: String,
+    insert_processed: String,
+    insert_aggregate: String,
+    insert_events: String,
+    insert_outbox: String,
+}
+
+impl Baseline {
+    fn new(pool: &PgPool) -> Self {
+        let s = pool.schema().quoted();
+        Baseline {
+            pool: pool.clone(),
+            find: format!("SELECT receipt FROM {s}.processed_commands WHERE command_id = $1"),
+            load_row: format!(
+                "SELECT version, state, snapshot_version FROM {s}.aggregates WHERE aggregate_type = $1 AND aggregate_id = $2"
+            ),
+            load_events: format!(
+                "SELECT sequence, event_type, event_version, payload, metadata FROM {s}.events \
+                 WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+            ),
+            insert_processed: format!(
+                "INSERT INTO {s}.processed_commands (command_id, aggregate_type, aggregate_id, version, receipt, processed_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6)"
+            ),
+            insert_aggregate: format!(
+                "INSERT INTO {s}.aggregates (aggregate_type, aggregate_id, version) VALUES ($1, $2, $3)"
+            ),
+            insert_events: format!(
+                "INSERT INTO {s}.events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, payload, metadata, occurred_at) \
+                 VALUES ($1, $2, 1, $3, $4, 1, $5, $6, $7), ($1, $2, 2, $8, $9, 1, $10, $11, $12)"
+            ),
+            insert_outbox: format!(
+                "INSERT INTO {s}.outbox (id, aggregatetype, aggregateid, type, payload, sequence, event_version, occurred_at, correlation_id, causation_id) \
+                 VALUES ($1, $2, $3, $4, $5, 1, 1, $6, $7, $7), ($8, $2, $3, $9, $10, 2, 1, $11, $7, $7)"
+            ),
+        }
+    }
+
+    async fn execute(&self, aggregate_id: &str, command: &Open) {
+        let command_id = Uuid::now_v7();
+        let client = self.pool.get().await.expect("connection");
+        let find = client.prepare_cached(&self.find).await.expect("prepare");
+        assert!(
+            client
+                .query_opt(&find, &[&command_id])
+                .await
+                .expect("find")
+                .is_none()
+        );
+        let (load_row, load_events) = (
+            client
+                .prepare_cached(&self.load_row)
+                .await
+                .expect("prepare"),
+            client
+                .prepare_cached(&self.load_events)
+                .await
+                .expect("prepare"),
+        );
+        let key: [&(dyn ToSql + Sync); 2] = [&"Account", &aggregate_id];
+        let (row, events) = futures::join!(
+            client.query_opt(&load_row, &key),
+            client.query(&load_events, &key),
+        );
+        assert!(row.expect("load").is_none() && events.expect("load").is_empty());
+        drop(client);
+
+        // Decide and build the rows by hand.
+        let now = Utc::now();
+        let (id1, id2) = (Uuid::now_v7(), Uuid::now_v7());
+        let p1 = json!({"Opened": {"owner": command.owner}});
+        let p2 = json!({"Deposited": {"amount": command.initial}});
+        let meta = json!({"correlation_id": command_id, "causation_id": command_id});
+        let event_meta = |id: Uuid, ty: &str, seq: u64| {
+            json!({"event_id": id, "event_type": ty, "event_version": 1, "aggregate_type": "Account",
+                   "aggregate_id": aggregate_id, "sequence": seq, "occurred_at": now,
+                   "correlation_id": command_id, "causation_id": command_id})
+        };
+        let receipt = json!({
+            "command_id": command_id, "aggregate_type": "Account", "aggregate_id": aggregate_id,
+            "version": 2,
+            "events": [event_meta(id1, "AccountOpened", 1), event_meta(id2, "MoneyDeposited", 2)],
+            "consistency_token": {"aggregate_type": "Account", "aggregate_id": aggregate_id, "version": 2},
+            "processed_at": now,
+        });
+
+        let mut client = self.pool.get().await.expect("connection");
+        let tx = client.transaction().await.expect("begin");
+        let s1 = tx
+            .prepare_cached(&self.insert_processed)
+            .await
+            .expect("prepare");
+        let s2 = tx
+            .prepare_cached(&self.insert_aggregate)
+            .await
+            .expect("prepare");
+        let s3 = tx
+            .prepare_cached(&self.insert_events)
+            .await
+            .expect("prepare");
+        let s4 = tx
+            .prepare_cached(&self.insert_outbox)
+            .await
+            .expect("prepare");
+        let two = 2i64;
+        let processed: [&(dyn ToSql + Sync); 6] =
+            [&command_id, &"Account", &aggregate_id, &two, &receipt, &now];
+        let aggregate: [&(dyn ToSql + Sync); 3] = [&"Account", &aggregate_id, &two];
+        let events: [&(dyn ToSql + Sync); 12] = [
+            &"Account",
+            &aggregate_id,
+            &id1,
+            &"AccountOpened",
+            &p1,
+            &meta,
+            &now,
+            &id2,
+            &"MoneyDeposited",
+            &p2,
+            &meta,
+            &now,
+        ];
+        let outbox: [&(dyn ToSql + Sync); 11] = [
+            &id1,
+            &"Account",
+            &aggregate_id,
+            &"AccountOpened",
+            &p1,
+            &now,
+            &command_id,
+            &id2,
+            &"MoneyDeposited",
+            &p2,
+            &now,
+        ];
+        let (r1, r2, r3, r4) = futures::join!(
+            tx.execute(&s1, &processed),
+            tx.execute(&s2, &aggregate),
+            tx.execute(&s3, &events),
+            tx.execute(&s4, &outbox),
+        );
+        r1.and(r2).and(r3).and(r4).expect("baseline inserts");
+        tx.commit().await.expect("commit");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The harness.
+
+#[derive(Clone, Copy, PartialEq)]
+enum Variant {
+    Library,
+    Baseline,
+}
+
+struct Sample {
+    commands: usize,
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+}
+
+async fn run(
+    variant: Variant,
+    clients: usize,
+    duration: Duration,
+    handler: &Arc<CommandHandler<Account, PostgresStore<Account>>>,
+    baseline: &Arc<Baseline>,
+) -> Sample {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let handler = Arc::clone(handler);
+        let baseline = Arc::clone(baseline);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(4096);
+            while Instant::now() < deadline {
+                let id = Uuid::now_v7().to_string();
+                let command = Open {
+                    owner: "bench".to_owned(),
+                    initial: 100,
+                };
+                let t = Instant::now();
+                match variant {
+                    Variant::Library => {
+                        handler
+                            .execute(&id, &command, CommandMetadata::new())
+                            .await
+                            .expect("command")
+                            .expect("domain");
+                    }
+                    Variant::Baseline => baseline.execute(&id, &command).await,
+                }
+                latencies.push(t.elapsed().as_micros() as u64);
+            }
+            latencies
+        }));
+    }
+    let mut latencies_us = Vec::new();
+    for task in tasks {
+        latencies_us.extend(task.await.expect("client task"));
+    }
+    Sample {
+        commands: latencies_us.len(),
+        elapsed: started.elapsed(),
+        latencies_us,
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)] as f64 / 1000.0
+}
+
+struct Figures {
+    per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn merge(samples: Vec<Sample>) -> Figures {
+    let commands: usize = samples.iter().map(|s| s.commands).sum();
+    let seconds: f64 = samples.iter().map(|s| s.elapsed.as_secs_f64()).sum();
+    let mut all: Vec<u64> = samples.into_iter().flat_map(|s| s.latencies_us).collect();
+    all.sort_unstable();
+    Figures {
+        per_second: commands as f64 / seconds,
+        p50_ms: percentile(&all, 50.0),
+        p99_ms: percentile(&all, 99.0),
+    }
+}
+
+fn database_url() -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.trim().strip_prefix("DATABASE_URL=").map(str::to_owned))
+        })
+        .expect("DATABASE_URL is neither set nor in .env")
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs it as a smoke test.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let slice = Duration::from_secs_f64(if smoke {
+        0.3
+    } else {
+        std::env::var("BENCH_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(4.0)
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(bench(slice, smoke));
+}
+
+async fn bench(slice: Duration, smoke: bool) {
+    let url = database_url();
+    let schema = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..10]);
+    let config = PostgresConfig::from_url(&url, &schema)
+        .expect("DATABASE_URL")
+        .max_connections(32);
+    let pool = PgPool::new(&config).expect("pool");
+    if let Err(e) = pool.check().await {
+        panic!(
+            "PostgreSQL of DATABASE_URL is not reachable ({e}); start it with `make infrastructure-up`"
+        );
+    }
+    pool.migrate().await.expect("migrate");
+    let version: String = pool
+        .get()
+        .await
+        .expect("connection")
+        .query_one("SELECT current_setting('server_version')", &[])
+        .await
+        .expect("version")
+        .get(0);
+
+    let store =
+        PostgresStore::<Account>::new(&pool, PersistenceMode::event_sourced()).expect("store");
+    let handler = Arc::new(CommandHandler::new(store));
+    let baseline = Arc::new(Baseline::new(&pool));
+
+    println!(
+        "cqrs-postgres append benchmark: PostgreSQL {version}, pool of 32, new aggregate per command, \
+         2 events per command, event-sourced, outbox on; {:.1} s x 2 slices per variant",
+        slice.as_secs_f64()
+    );
+    println!(
+        "{:>7}  {:<9} {:>10} {:>9} {:>9}",
+        "clients", "variant", "cmds/s", "p50 ms", "p99 ms"
+    );
+    for clients in [1usize, 8, 32] {
+        // Warm-up: opens the connections and prepares the statements on them.
+        let warm = Duration::from_millis(if smoke { 100 } else { 700 });
+        run(Variant::Library, clients, warm, &handler, &baseline).await;
+        run(Variant::Baseline, clients, warm, &handler, &baseline).await;
+
+        let (mut lib, mut base) = (Vec::new(), Vec::new());
+        for round in 0..2 {
+            // Alternate which goes first, so neither always runs on a warmer/colder server.
+            let order = if round == 0 {
+                [Variant::Library, Variant::Baseline]
+            } else {
+                [Variant::Baseline, Variant::Library]
+            };
+            for variant in order {
+                let sample = run(variant, clients, slice, &handler, &baseline).await;
+                match variant {
+                    Variant::Library => lib.push(sample),
+                    Variant::Baseline => base.push(sample),
+                }
+            }
+        }
+        let (lib, base) = (merge(lib), merge(base));
+        for (name, f) in [("library", &lib), ("baseline", &base)] {
+            println!(
+                "{clients:>7}  {name:<9} {:>10.0} {:>9.2} {:>9.2}",
+                f.per_second, f.p50_ms, f.p99_ms
+            );
+        }
+        println!(
+            "{clients:>7}  overhead  throughput {:+.1}%   p50 {:+.1}%   p99 {:+.1}%",
+            (base.per_second / lib.per_second - 1.0) * 100.0,
+            (lib.p50_ms / base.p50_ms - 1.0) * 100.0,
+            (lib.p99_ms / base.p99_ms - 1.0) * 100.0,
+        );
+    }
+
+    let client = pool.get().await.expect("connection");
+    let counts: (i64, i64) = {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT count(*) FROM {s}.events), (SELECT count(*) FROM {s}.outbox)",
+                    s = pool.schema().quoted()
+                ),
+                &[],
+            )
+            .await
+            .expect("counts");
+        (row.get(0), row.get(1))
+    };
+    println!("rows written: {} events, {} outbox", counts.0, counts.1);
+    client
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", pool.schema().quoted()))
+        .await
+        .expect("drop the bench schema");
+}

@@ -1,0 +1,239 @@
+//! The connection pool of one service: deadpool-postgres, with connections opened from
+//! the current credentials of a [`CredentialProvider`](crate::CredentialProvider).
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use deadpool_postgres::{
+    Connect, Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime,
+};
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::config::PostgresConfig;
+use crate::credentials::CredentialProvider;
+use crate::error::PostgresError;
+use crate::migrations::{MigrationReport, Migrator};
+use crate::schema::SchemaName;
+
+type ConnectFuture<'a> = Pin<
+    Box<dyn Future<Output = Result<(Client, JoinHandle<()>), tokio_postgres::Error>> + Send + 'a>,
+>;
+
+/// Opens connections with the credentials the provider holds *now*.
+struct ProviderConnect {
+    connection: tokio_postgres::Config,
+    credentials: Arc<dyn CredentialProvider>,
+    tls: Option<MakeRustlsConnect>,
+}
+
+impl Connect for ProviderConnect {
+    fn connect(&self, _ignored: &tokio_postgres::Config) -> ConnectFuture<'_> {
+        let mut config = self.connection.clone();
+        let credentials = self.credentials.credentials();
+        config.user(&credentials.user);
+        if let Some(password) = &credentials.password {
+            config.password(password.expose());
+        }
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let spawn_conn = |fut| tokio::spawn(fut);
+            match tls {
+                None => {
+                    let (client, connection) = config.connect(NoTls).await?;
+                    Ok((client, spawn_conn(drive(connection))))
+                }
+                Some(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    Ok((client, spawn_conn(drive(connection))))
+                }
+            }
+        })
+    }
+}
+
+fn drive<F>(connection: F) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    F: Future<Output = Result<(), tokio_postgres::Error>> + Send + 'static,
+{
+    Box::pin(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(target: "cqrs_postgres", error = %e, "PostgreSQL connection ended with an error");
+        }
+    })
+}
+
+/// The pool of connections of one service, bound to the service's schema.
+///
+/// Creating it opens no connection; the first [`PgPool::get`] does. Clones share the
+/// same pool.
+///
+/// ```no_run
+/// use cqrs_postgres::{PgPool, PostgresConfig};
+///
+/// # async fn run() -> Result<(), cqrs_postgres::PostgresError> {
+/// let config = PostgresConfig::from_url(&std::env::var("DATABASE_URL").unwrap(), "orders")?;
+/// let pool = PgPool::new(&config)?;
+/// pool.check().await?;          // fails now, not on the first command, if the server is away
+/// pool.migrate().await?;        // creates or upgrades the schema's tables
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct PgPool {
+    pool: Pool,
+    schema: SchemaName,
+    retire_before: Arc<Mutex<Option<Instant>>>,
+}
+
+impl PgPool {
+    /// Builds the pool (no I/O).
+    ///
+    /// # Errors
+    /// [`PostgresError::Tls`] when the TLS configuration cannot be built,
+    /// [`PostgresError::Config`] when the pool cannot be built.
+    pub fn new(config: &PostgresConfig) -> Result<Self, PostgresError> {
+        let tls_mode = config.tls_mode();
+        let tls = tls_mode.client_config()?.map(MakeRustlsConnect::new);
+        let mut connection = config.connection().clone();
+        connection.ssl_mode(tls_mode.ssl_mode());
+        let connect = ProviderConnect {
+            connection: connection.clone(),
+            credentials: config.credential_provider(),
+            tls,
+        };
+        let manager = Manager::from_connect(
+            connection,
+            connect,
+            ManagerConfig {
+                // Connections are checked for being closed; a query-based check would
+                // cost a round trip on every checkout of the hot path.
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let retire_before: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let retire = Arc::clone(&retire_before);
+        let options = config.pool();
+        let pool = Pool::builder(manager)
+            .max_size(options.max_size)
+            .wait_timeout(options.wait_timeout)
+            .create_timeout(options.create_timeout)
+            .recycle_timeout(options.recycle_timeout)
+            .runtime(Runtime::Tokio1)
+            .pre_recycle(Hook::sync_fn(move |_, metrics| {
+                let cutoff = *retire.lock().unwrap_or_else(|p| p.into_inner());
+                match cutoff {
+                    Some(cutoff) if metrics.created < cutoff => Err(HookError::Message(
+                        "connection opened with retired credentials".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }))
+            .build()
+            .map_err(|e| PostgresError::Config(format!("cannot build the pool: {e}")))?;
+        Ok(PgPool {
+            pool,
+            schema: config.schema().clone(),
+            retire_before,
+        })
+    }
+
+    /// A connection from the pool (opened if none is idle). It goes back to the pool when
+    /// dropped. Use `prepare_cached` on it for statements that run often.
+    ///
+    /// # Errors
+    /// [`PostgresError::Database`], transient when the pool timed out or the server is
+    /// unreachable.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// let client = pool.get().await?;
+    /// let row = client.query_one("SELECT 1::int4", &[]).await.unwrap();
+    /// assert_eq!(row.get::<_, i32>(0), 1);
+    /// # Ok(()) }
+    /// ```
+    pub async fn get(&self) -> Result<deadpool_postgres::Object, PostgresError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| PostgresError::pool("getting a connection", e))
+    }
+
+    /// Opens (or reuses) a connection and runs `SELECT 1`: fails fast with a clear error
+    /// when the server is unreachable or refuses the login.
+    ///
+    /// ```no_run
+    /// # async fn run(pool: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// pool.check().await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn check(&self) -> Result<(), PostgresError> {
+        let client = self.get().await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| PostgresError::db("checking the connection", e))?;
+        Ok(())
+    }
+
+    /// Applies the embedded migrations to the pool's schema; see [`Migrator`].
+    ///
+    /// ```no_run
+    /// # async fn run(pool: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// let report = pool.migrate().await?;
+    /// println!("applied {:?}", report.applied);
+    /// # Ok(()) }
+    /// ```
+    pub async fn migrate(&self) -> Result<MigrationReport, PostgresError> {
+        Migrator::embedded(self.schema.clone())?.run(self).await
+    }
+
+    /// The service's schema.
+    ///
+    /// ```no_run
+    /// # fn f(pool: cqrs_postgres::PgPool) { println!("{}", pool.schema()); }
+    /// ```
+    pub fn schema(&self) -> &SchemaName {
+        &self.schema
+    }
+
+    /// Closes every connection opened before now, as soon as it is idle: call it after
+    /// the [`CredentialProvider`](crate::CredentialProvider) switched to new credentials.
+    /// Idle connections close at once; those in use finish their work and are closed
+    /// instead of being reused.
+    ///
+    /// ```no_run
+    /// # fn f(pool: cqrs_postgres::PgPool) {
+    /// pool.retire_connections();
+    /// # }
+    /// ```
+    pub fn retire_connections(&self) {
+        let now = Instant::now();
+        *self.retire_before.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+        let _ = self.pool.retain(|_, metrics| metrics.created >= now);
+    }
+
+    /// The underlying deadpool pool, for status and metrics.
+    ///
+    /// ```no_run
+    /// # fn f(pool: cqrs_postgres::PgPool) {
+    /// let status = pool.inner().status();
+    /// println!("{} of {} connections in use", status.size - status.available, status.max_size);
+    /// # }
+    /// ```
+    pub fn inner(&self) -> &Pool {
+        &self.pool
+    }
+}
+
+impl fmt::Debug for PgPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgPool")
+            .field("schema", &self.schema.as_str())
+            .field("status", &self.pool.status())
+            .finish()
+    }
+}

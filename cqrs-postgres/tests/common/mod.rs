@@ -1,0 +1,262 @@
+//! Shared test support: a real PostgreSQL (from `DATABASE_URL` or the repository's
+//! `.env`), one random schema per test dropped at the end, and a test aggregate.
+//!
+//! A missing server FAILS the test with a clear message: these tests never skip.
+#![allow(dead_code)]
+
+use std::sync::Mutex;
+
+use cqrs_core::{Aggregate, DomainEvent};
+use cqrs_postgres::{PgPool, PostgresConfig, SchemaName};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The admin URL of the development database.
+pub fn database_url() -> String {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return url;
+    }
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("DATABASE_URL is not set and {path} cannot be read: {e}"));
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("DATABASE_URL="))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .unwrap_or_else(|| panic!("DATABASE_URL is neither set nor in {path}"))
+}
+
+/// `host:port` of the URL, for messages (never the credentials).
+pub fn server_address(url: &str) -> String {
+    let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let after_creds = after_scheme
+        .rsplit_once('@')
+        .map_or(after_scheme, |(_, rest)| rest);
+    after_creds
+        .split(['/', '?'])
+        .next()
+        .unwrap_or("?")
+        .to_owned()
+}
+
+pub fn random_name(prefix: &str) -> String {
+    format!("{prefix}_{}", &Uuid::new_v4().simple().to_string()[..12])
+}
+
+/// A random schema on the real server, dropped (with the roles registered here) when the
+/// value is dropped, also when the test panics.
+pub struct TestDb {
+    pub url: String,
+    pub schema: SchemaName,
+    pub pool: PgPool,
+    extra_schemas: Mutex<Vec<String>>,
+    roles: Mutex<Vec<String>>,
+}
+
+impl TestDb {
+    /// A pool on a fresh random schema, not migrated. Panics (fails the test) if the
+    /// server is not reachable.
+    pub async fn new() -> TestDb {
+        Self::with_pool_size(16).await
+    }
+
+    pub async fn with_pool_size(size: usize) -> TestDb {
+        let url = database_url();
+        let schema = random_name("t");
+        let config = PostgresConfig::from_url(&url, &schema)
+            .expect("DATABASE_URL must be a valid PostgreSQL URL")
+            .max_connections(size);
+        let pool = PgPool::new(&config).expect("the pool must build");
+        if let Err(e) = pool.check().await {
+            panic!(
+                "\n\nPostgreSQL is NOT reachable at {} (DATABASE_URL from the environment or .env): {e}\n\
+                 These tests need the real server and never skip. Start the stack with \
+                 `make infrastructure-up` (docker/stack.sh up) and run them again.\n\n",
+                server_address(&url)
+            );
+        }
+        TestDb {
+            url,
+            schema: pool.schema().clone(),
+            pool,
+            extra_schemas: Mutex::default(),
+            roles: Mutex::default(),
+        }
+    }
+
+    /// A fresh random schema, migrated.
+    pub async fn migrated() -> TestDb {
+        let db = Self::new().await;
+        db.pool.migrate().await.expect("migrations must apply");
+        db
+    }
+
+    /// Another pool on another random schema of the same server, dropped with this one.
+    pub fn other_schema_pool(&self) -> PgPool {
+        let name = random_name("t");
+        self.extra_schemas.lock().unwrap().push(name.clone());
+        let config = PostgresConfig::from_url(&self.url, &name).unwrap();
+        PgPool::new(&config).unwrap()
+    }
+
+    /// Registers a role to drop at the end.
+    pub fn drop_role_later(&self, role: &str) {
+        self.roles.lock().unwrap().push(role.to_owned());
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        self.scalar(&format!(
+            "SELECT count(*) FROM {}.{table}",
+            self.schema.quoted()
+        ))
+        .await
+    }
+
+    pub async fn scalar(&self, sql: &str) -> i64 {
+        let client = self.pool.get().await.unwrap();
+        client.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    pub async fn exec(&self, sql: &str) {
+        let client = self.pool.get().await.unwrap();
+        client.batch_execute(sql).await.unwrap();
+    }
+
+    /// `sql` with `{{schema}}` replaced by this test's quoted schema.
+    pub fn sql(&self, sql: &str) -> String {
+        sql.replace("{{schema}}", &self.schema.quoted())
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let mut schemas = vec![self.schema.as_str().to_owned()];
+        schemas.extend(self.extra_schemas.lock().unwrap().drain(..));
+        let roles: Vec<String> = self.roles.lock().unwrap().drain(..).collect();
+        // Drop may run inside a runtime: do the cleanup on a thread with its own.
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let Ok((client, connection)) = url
+                    .parse::<tokio_postgres::Config>()
+                    .unwrap()
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                else {
+                    return;
+                };
+                tokio::spawn(connection);
+                for schema in schemas {
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+                        .await;
+                }
+                for role in roles {
+                    let _ = client
+                        .batch_execute(&format!(
+                            "DROP OWNED BY \"{role}\"; DROP ROLE IF EXISTS \"{role}\""
+                        ))
+                        .await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The test aggregate: an account whose deposits are in cents since event version 2.
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub balance_cents: i64,
+    pub deposits: u64,
+    pub history: Vec<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AccountCommand {
+    Deposit(i64),
+    DepositMany(Vec<i64>),
+    Withdraw(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum AccountEvent {
+    /// Version 2: amounts in cents (version 1 had `amount` in whole euros).
+    Deposited {
+        amount_cents: i64,
+    },
+    Withdrawn {
+        amount_cents: i64,
+    },
+}
+
+impl DomainEvent for AccountEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            AccountEvent::Deposited { .. } => "MoneyDeposited",
+            AccountEvent::Withdrawn { .. } => "MoneyWithdrawn",
+        }
+    }
+
+    fn event_version(&self) -> u32 {
+        match self {
+            AccountEvent::Deposited { .. } => 2,
+            AccountEvent::Withdrawn { .. } => 1,
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum AccountError {
+    #[error("amount must be positive")]
+    NotPositive,
+    #[error("insufficient funds")]
+    InsufficientFunds,
+}
+
+impl Aggregate for Account {
+    const TYPE: &'static str = "Account";
+    type Command = AccountCommand;
+    type Event = AccountEvent;
+    type Error = AccountError;
+
+    fn handle(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
+        match command {
+            AccountCommand::Deposit(n) if *n <= 0 => Err(AccountError::NotPositive),
+            AccountCommand::Deposit(n) => Ok(vec![AccountEvent::Deposited { amount_cents: *n }]),
+            AccountCommand::DepositMany(amounts) => {
+                if amounts.iter().any(|n| *n <= 0) {
+                    return Err(AccountError::NotPositive);
+                }
+                Ok(amounts
+                    .iter()
+                    .map(|n| AccountEvent::Deposited { amount_cents: *n })
+                    .collect())
+            }
+            AccountCommand::Withdraw(n) if *n > self.balance_cents => {
+                Err(AccountError::InsufficientFunds)
+            }
+            AccountCommand::Withdraw(n) => Ok(vec![AccountEvent::Withdrawn { amount_cents: *n }]),
+        }
+    }
+
+    fn apply(&mut self, event: &AccountEvent) {
+        match event {
+            AccountEvent::Deposited { amount_cents } => {
+                self.balance_cents += amount_cents;
+                self.deposits += 1;
+                self.history.push(*amount_cents);
+            }
+            AccountEvent::Withdrawn { amount_cents } => {
+                self.balance_cents -= amount_cents;
+                self.history.push(-amount_cents);
+            }
+        }
+    }
+}
