@@ -71,6 +71,7 @@ pub enum ServiceError {
 pub struct SyncService {
     config: SyncConfig,
     projections: Projections,
+    metrics: Metrics,
 }
 
 impl SyncService {
@@ -83,7 +84,14 @@ impl SyncService {
         SyncService {
             config,
             projections,
+            metrics: Metrics::new(),
         }
+    }
+
+    /// The service's metrics: keep a clone to read counters while it runs (they are also
+    /// served on `/metrics`).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// Adds a Rust projection fed by `tables` (`schema.table`).
@@ -105,7 +113,9 @@ impl SyncService {
 
     /// Runs until `shutdown` is cancelled, then flushes and commits.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        let pipeline = Arc::new(build_pipeline(&self.config, self.projections).await?);
+        let mut pipeline = build_pipeline(&self.config, self.projections).await?;
+        pipeline.metrics = self.metrics;
+        let pipeline = Arc::new(pipeline);
         let consumer = Arc::new(source::subscribe(&self.config.kafka)?);
         tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
 

@@ -171,11 +171,14 @@ impl Writer {
             .write(deletes, Vec::new())
             .await
             .map_err(|e| e.to_string())?;
-        Ok(result
-            .items
-            .into_iter()
-            .find(ItemOutcome::is_failed)
-            .unwrap_or(ItemOutcome::Applied))
+        // Failed if a delete failed, applied if one tombstoned a document, else stale
+        // (everything was already gone or newer: a replayed truncate).
+        let failed = result.items.iter().find(|o| o.is_failed()).cloned();
+        Ok(failed.unwrap_or(if result.applied() > 0 {
+            ItemOutcome::Applied
+        } else {
+            ItemOutcome::Stale
+        }))
     }
 
     async fn retrying<T, E, F, Fut>(

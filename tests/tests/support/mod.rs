@@ -1,0 +1,279 @@
+//! Shared pieces of the sync-service end-to-end tests: a throw-away PostgreSQL schema
+//! captured by the stack's Debezium connector, a throw-away MongoDB database, and an
+//! embedded sync-service consuming the schema's topics.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bson::{Document, doc};
+use cqrs_e2e::Contract;
+use futures::TryStreamExt;
+use sync_service::SyncService;
+use sync_service::config::SyncConfig;
+use sync_service::metrics::{Metrics, TopicLabel};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A random lowercase suffix for names.
+pub fn suffix() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
+}
+
+/// Connects to the stack's PostgreSQL as the admin; panics loudly when it is not up.
+pub async fn postgres(contract: &Contract) -> tokio_postgres::Client {
+    let url = contract.require("DATABASE_URL");
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL of the stack is not reachable ({}): {e}; run `make infrastructure-up`",
+                contract.describe("DATABASE_URL")
+            )
+        });
+    tokio::spawn(connection);
+    client
+}
+
+/// Connects to the stack's MongoDB; panics loudly when it is not up.
+pub async fn mongo(contract: &Contract) -> mongodb::Client {
+    let uri = contract.require("MONGODB_URI");
+    let client = mongodb::Client::with_uri_str(uri)
+        .await
+        .expect("MongoDB URI");
+    client
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "MongoDB of the stack is not reachable ({}): {e}; run `make infrastructure-up`",
+                contract.describe("MONGODB_URI")
+            )
+        });
+    client
+}
+
+/// Panics unless Kafka Connect runs the stack's Debezium connector.
+pub async fn require_connector(contract: &Contract) {
+    let url = format!(
+        "{}/connectors?expand=status",
+        contract.require("KAFKA_CONNECT_URL")
+    );
+    let body: serde_json::Value = match reqwest::get(&url).await {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(e) => {
+            panic!("Kafka Connect is not reachable at {url}: {e}; run `make infrastructure-up`")
+        }
+    };
+    let running = body
+        .as_object()
+        .map(|o| {
+            o.values().any(|c| {
+                c["status"]["connector"]["state"] == "RUNNING"
+                    && c["status"]["tasks"]
+                        .as_array()
+                        .is_some_and(|t| t.iter().all(|t| t["state"] == "RUNNING"))
+            })
+        })
+        .unwrap_or(false);
+    assert!(
+        running,
+        "no RUNNING Debezium connector in Kafka Connect ({url}): {body}"
+    );
+}
+
+/// Polls `check` until it returns `Some` or the timeout passes.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    until(what, timeout, || {
+        let next = check();
+        async move { next.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// Polls `check` until it returns `Ok` or the timeout passes; the panic shows the last
+/// `Err` (what was seen instead).
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A test's schema (captured by the stack's connector: `cdc_*`) and read database.
+pub struct Scenario {
+    pub contract: Contract,
+    pub pg: tokio_postgres::Client,
+    pub mongo: mongodb::Client,
+    pub schema: String,
+    pub database: String,
+    pub group: String,
+    pub dlq_topic: String,
+}
+
+impl Scenario {
+    pub async fn new(name: &str) -> Self {
+        let contract = Contract::load();
+        let pg = postgres(&contract).await;
+        let mongo = mongo(&contract).await;
+        require_connector(&contract).await;
+        let id = suffix();
+        let schema = format!("cdc_{name}_{id}");
+        pg.batch_execute(&format!("CREATE SCHEMA {schema}"))
+            .await
+            .unwrap();
+        Scenario {
+            contract,
+            pg,
+            mongo,
+            database: format!("sync_{name}_{id}"),
+            group: format!("sync-{name}-{id}"),
+            dlq_topic: format!("sync-dlq-{name}-{id}"),
+            schema,
+        }
+    }
+
+    /// Runs SQL with `{s}` standing for the schema.
+    pub async fn sql(&self, sql: &str) {
+        self.pg
+            .batch_execute(&sql.replace("{s}", &self.schema))
+            .await
+            .unwrap_or_else(|e| panic!("SQL failed: {e}\n{sql}"));
+    }
+
+    /// The topic Debezium writes `table` to.
+    pub fn topic(&self, table: &str) -> String {
+        format!("cqrs.{}.{table}", self.schema)
+    }
+
+    /// A sync config consuming this schema's topics into this database, with the given
+    /// `[[projection]]` sections (`{s}` stands for the schema).
+    pub fn config(&self, projections: &str) -> SyncConfig {
+        self.config_with_group(&self.group, projections)
+    }
+
+    pub fn config_with_group(&self, group: &str, projections: &str) -> SyncConfig {
+        let text = format!(
+            r#"
+            [kafka]
+            bootstrap_servers = "{kafka}"
+            group_id = "{group}"
+            topic_regex = "cqrs\\.{schema}\\..*"
+            session_timeout_ms = 6000
+            [kafka.properties]
+            "topic.metadata.refresh.interval.ms" = "500"
+            [schema_registry]
+            url = "{registry}"
+            [mongodb]
+            uri = "{mongo}"
+            database = "{database}"
+            [batch]
+            max_size = 200
+            max_wait_ms = 20
+            [retry]
+            initial_backoff_ms = 50
+            max_backoff_ms = 1000
+            [dead_letter]
+            topic = "{dlq}"
+            [http]
+            listen = ""
+            {projections}
+            "#,
+            kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+            registry = self.contract.require("SCHEMA_REGISTRY_URL"),
+            mongo = self.contract.require("MONGODB_URI"),
+            schema = self.schema,
+            database = self.database,
+            dlq = self.dlq_topic,
+            projections = projections.replace("{s}", &self.schema),
+        );
+        SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+
+    /// Every document of a collection (tombstones included), by `_id`.
+    pub async fn all_docs(&self, collection: &str) -> Vec<Document> {
+        self.mongo
+            .database(&self.database)
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
+    }
+
+    /// Live documents (no tombstones) of a collection, by `_id`.
+    pub async fn live_docs(&self, collection: &str) -> Vec<Document> {
+        self.all_docs(collection)
+            .await
+            .into_iter()
+            .filter(|d| !d.get_bool("_deleted").unwrap_or(false))
+            .collect()
+    }
+
+    pub async fn cleanup(&self) {
+        let _ = self
+            .pg
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema))
+            .await;
+        let _ = self.mongo.database(&self.database).drop().await;
+    }
+}
+
+/// An embedded sync-service running on its own task.
+pub struct Running {
+    pub shutdown: CancellationToken,
+    pub metrics: Metrics,
+    handle: JoinHandle<Result<(), sync_service::ServiceError>>,
+}
+
+impl Running {
+    pub fn start(service: SyncService) -> Self {
+        let shutdown = CancellationToken::new();
+        let metrics = service.metrics();
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move { service.run(token).await });
+        Running {
+            shutdown,
+            metrics,
+            handle,
+        }
+    }
+
+    /// Messages consumed from `topic` so far.
+    pub fn consumed(&self, topic: &str) -> u64 {
+        self.metrics
+            .consumed
+            .get_or_create(&TopicLabel {
+                topic: topic.to_owned(),
+            })
+            .get()
+    }
+
+    /// Stops it gracefully; panics if it failed.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("sync-service did not stop within 30 s")
+            .expect("sync-service task panicked")
+            .expect("sync-service returned an error");
+    }
+}
