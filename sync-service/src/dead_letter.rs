@@ -170,7 +170,9 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    /// Connects the pieces; call [`DeadLetters::refresh`] to load the parked keys.
+    /// Connects the pieces with no key parked; [`DeadLetters::refresh`] loads the parked
+    /// keys from the records (the service does at start and then every few seconds; a
+    /// replay does not, so that it can re-process the messages it releases).
     pub fn new(producer: FutureProducer, topic: String, records: Collection<DeadLetter>) -> Self {
         DeadLetters {
             producer,
@@ -190,7 +192,7 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// The id of the pending dead letter holding `key` back, if it is parked.
+    /// True when a pending dead letter of `key` holds its later messages back.
     pub fn parked(&self, key: &KeyRef) -> bool {
         self.parked.read().map(|p| p.contains(key)).unwrap_or(false)
     }

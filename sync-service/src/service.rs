@@ -115,6 +115,8 @@ impl SyncService {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let mut pipeline = build_pipeline(&self.config, self.projections).await?;
         pipeline.metrics = self.metrics;
+        // Keys parked by dead letters of earlier runs stay held back.
+        pipeline.dead_letters.refresh().await?;
         let pipeline = Arc::new(pipeline);
         let consumer = Arc::new(source::subscribe(&self.config.kafka)?);
         tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
@@ -234,7 +236,6 @@ pub async fn build_pipeline(
         .collection(&config.mongodb.dead_letter_collection);
     let dead_letters = DeadLetters::new(producer, config.dead_letter.topic.clone(), records);
     dead_letters.ensure_indexes().await?;
-    dead_letters.refresh().await?;
     Ok(Pipeline {
         decoder,
         parser: EnvelopeParser::default(),

@@ -1,0 +1,280 @@
+//! Poison messages through the real stack: an undecodable message and an unmappable
+//! change land in the dead-letter topic with their original bytes and failure headers,
+//! later changes of the same key are held back behind them while other keys keep
+//! flowing, and a replay after the fix applies them in order.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bson::{Bson, Document, doc};
+use cqrs_core::{Projection, ReadModelWrite, Target};
+use futures::StreamExt;
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use support::{Running, Scenario, until};
+use sync_service::SyncService;
+use sync_service::dead_letter::{Stage, headers};
+use sync_service::dlq::{self, Selection};
+use sync_service::envelope::{Change, Op};
+use sync_service::map::MongoWrite;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Refuses rows named "poison" until it is fixed.
+struct Picky {
+    fixed: Arc<AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot project a poisoned row")]
+struct Poisoned;
+
+impl Projection for Picky {
+    type Input = Change;
+    type Write = MongoWrite;
+    type Error = Poisoned;
+
+    fn name(&self) -> &str {
+        "picky"
+    }
+
+    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, Poisoned> {
+        let target = Target::collection("items");
+        let Some(row) = change.row() else {
+            return Ok(vec![]);
+        };
+        let id = row.get("id").cloned().unwrap_or(Bson::Null);
+        if change.op == Op::Delete {
+            return Ok(vec![ReadModelWrite::Delete {
+                target,
+                id,
+                version: change.version,
+            }]);
+        }
+        if row.get_str("name") == Ok("poison") && !self.fixed.load(Ordering::SeqCst) {
+            return Err(Poisoned);
+        }
+        Ok(vec![ReadModelWrite::Replace {
+            target,
+            id,
+            version: change.version,
+            document: doc! { "name": row.get("name").cloned().unwrap_or(Bson::Null) },
+        }])
+    }
+}
+
+fn service(s: &Scenario, fixed: bool) -> SyncService {
+    let items = format!("{}.items", s.schema);
+    SyncService::new(s.config("")).with_projection(
+        Picky {
+            fixed: Arc::new(AtomicBool::new(fixed)),
+        },
+        &[&items],
+    )
+}
+
+async fn names(s: &Scenario) -> Vec<(i32, String)> {
+    s.live_docs("items")
+        .await
+        .iter()
+        .map(|d: &Document| {
+            (
+                d.get_i32("_id").unwrap(),
+                d.get_str("name").unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_names(s: &Scenario, expected: &[(i32, &str)]) {
+    let expected: Vec<(i32, String)> = expected
+        .iter()
+        .map(|(i, n)| (*i, (*n).to_owned()))
+        .collect();
+    until("item names", WAIT, || async {
+        let seen = names(s).await;
+        if seen == expected {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
+    let s = Scenario::new("dlq").await;
+    s.sql(
+        "CREATE TABLE {s}.items (id int PRIMARY KEY, name text NOT NULL);
+         INSERT INTO {s}.items SELECT i, 'v1' FROM generate_series(1, 5) i;",
+    )
+    .await;
+    let running = Running::start(service(&s, false));
+    wait_names(&s, &[(1, "v1"), (2, "v1"), (3, "v1"), (4, "v1"), (5, "v1")]).await;
+
+    // Corrupt bytes claiming an unknown schema id, straight into the topic.
+    let producer: FutureProducer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+        .create()
+        .unwrap();
+    let corrupt: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3];
+    let delivery = producer
+        .send(
+            FutureRecord::to(&s.topic("items"))
+                .key(&br#"{"id":99}"#[..])
+                .payload(corrupt),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let (corrupt_partition, corrupt_offset) = (delivery.partition, delivery.offset);
+
+    // Row 3 is poisoned, then updated again; rows 1 and 5 move on.
+    s.sql(
+        "UPDATE {s}.items SET name = 'poison' WHERE id = 3;
+         UPDATE {s}.items SET name = 'after' WHERE id = 3;
+         UPDATE {s}.items SET name = 'v2' WHERE id IN (1, 5);",
+    )
+    .await;
+    wait_names(&s, &[(1, "v2"), (2, "v1"), (3, "v1"), (4, "v1"), (5, "v2")]).await;
+    let config = s.config("");
+    let pending = until("three pending dead letters", WAIT, || async {
+        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        if pending.len() == 3 {
+            Ok(pending)
+        } else {
+            Err(format!("{pending:?}"))
+        }
+    })
+    .await;
+    running.stop().await;
+
+    let corrupt_id = format!("{}/{corrupt_partition}/{corrupt_offset}", s.topic("items"));
+    let by_stage = |stage| {
+        pending
+            .iter()
+            .filter(move |d| d.stage == stage)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(by_stage(Stage::Decode).len(), 1);
+    assert_eq!(by_stage(Stage::Decode)[0].id, corrupt_id);
+    assert!(
+        by_stage(Stage::Decode)[0].error.contains("2147483632"),
+        "{:?}",
+        by_stage(Stage::Decode)[0]
+    );
+    let poisoned = by_stage(Stage::Map);
+    assert_eq!(poisoned.len(), 1);
+    assert!(poisoned[0].error.contains("cannot project a poisoned row"));
+    let held = by_stage(Stage::HeldBack);
+    assert_eq!(held.len(), 1);
+    assert_eq!(
+        held[0].key, poisoned[0].key,
+        "the held-back change is of the poisoned key"
+    );
+    assert_eq!(held[0].behind.as_deref(), Some(poisoned[0].id.as_str()));
+    assert!(held[0].offset > poisoned[0].offset);
+
+    // The dead-letter topic has the original bytes and the failure headers.
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set(
+            "bootstrap.servers",
+            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+        )
+        .set("group.id", format!("{}-inspect", s.group))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[&s.dlq_topic]).unwrap();
+    let mut stream = consumer.stream();
+    let mut found = false;
+    for _ in 0..3 {
+        let message = tokio::time::timeout(WAIT, stream.next())
+            .await
+            .expect("dead-letter topic message")
+            .unwrap()
+            .unwrap();
+        let header = |name: &str| {
+            message
+                .headers()
+                .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        if header(headers::STAGE).as_deref() == Some("decode") {
+            assert_eq!(message.payload(), Some(corrupt));
+            assert_eq!(message.key(), Some(&br#"{"id":99}"#[..]));
+            assert_eq!(header(headers::TOPIC), Some(s.topic("items")));
+            assert_eq!(
+                header(headers::PARTITION),
+                Some(corrupt_partition.to_string())
+            );
+            assert_eq!(header(headers::OFFSET), Some(corrupt_offset.to_string()));
+            assert!(header(headers::ERROR).is_some_and(|e| e.contains("schema")));
+            found = true;
+        }
+    }
+    assert!(found, "the corrupt message is in the dead-letter topic");
+    drop(stream);
+
+    // After the fix, a replay applies the poisoned change and the one held back, in order;
+    // the corrupt message fails again and stays pending until skipped.
+    let report = service(&s, true)
+        .replay_dead_letters(&Selection {
+            ids: vec![],
+            topic: Some(s.topic("items")),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.replayed, report.still_failing, report.missing),
+        (2, 1, 0),
+        "{report:?}"
+    );
+    wait_names(
+        &s,
+        &[(1, "v2"), (2, "v1"), (3, "after"), (4, "v1"), (5, "v2")],
+    )
+    .await;
+    assert_eq!(
+        dlq::skip(
+            &config,
+            &Selection {
+                ids: vec![corrupt_id],
+                topic: None
+            }
+        )
+        .await
+        .unwrap(),
+        1
+    );
+    assert!(
+        dlq::list(&config, &Selection::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The key flows again.
+    let running = Running::start(service(&s, false));
+    s.sql("UPDATE {s}.items SET name = 'final' WHERE id = 3")
+        .await;
+    wait_names(
+        &s,
+        &[(1, "v2"), (2, "v1"), (3, "final"), (4, "v1"), (5, "v2")],
+    )
+    .await;
+    running.stop().await;
+    s.cleanup().await;
+}
