@@ -21,7 +21,10 @@ CONNECT_OFFSETS="$CONNECT_STATE/offsets.dat"
 CONNECT_BROKER_STAMP="$CONNECT_STATE/offsets.broker-pid"
 CONNECT_HOST="$(url_host "$KAFKA_CONNECT_URL")"
 CONNECT_PORT="$(url_port "$KAFKA_CONNECT_URL")"
-DBZ_CONNECTOR_NAME="${DBZ_CONNECTOR_NAME:-cqrs-postgres}"
+# one connector per docker/debezium/*.json.tmpl, named after the file (register.sh registers
+# them all): cqrs-postgres (CDC, slot cqrs_cdc) and cqrs-outbox (outbox router, slot cqrs_outbox)
+DBZ_CONNECTOR_NAMES="${DBZ_CONNECTOR_NAMES:-$(for t in "$DOCKER_DIR"/debezium/*.json.tmpl; do basename "$t" .json.tmpl; done | tr '\n' ' ')}"
+DBZ_CONNECTOR_NAMES="${DBZ_CONNECTOR_NAMES% }"
 
 connect_install_jars() {
   [[ -f $DBZ_LIBS/.complete ]] && return 0
@@ -116,18 +119,20 @@ EOF
 
 connect_healthy() { http_ok "$KAFKA_CONNECT_URL/connectors"; }
 
-# connector_running: the connector and its task are RUNNING.
+# connector_running: every connector and its task are RUNNING.
 connector_running() {
-  local s
-  s=$(curl -fsS --max-time 2 "$KAFKA_CONNECT_URL/connectors/$DBZ_CONNECTOR_NAME/status" 2>/dev/null) || return 1
-  [[ $s == *'"connector":{"state":"RUNNING"'* && $s == *'"tasks":[{'* && $s != *'"state":"FAILED"'* ]]
+  local s name
+  for name in $DBZ_CONNECTOR_NAMES; do
+    s=$(curl -fsS --max-time 2 "$KAFKA_CONNECT_URL/connectors/$name/status" 2>/dev/null) || return 1
+    [[ $s == *'"connector":{"state":"RUNNING"'* && $s == *'"tasks":[{'* && $s != *'"state":"FAILED"'* ]] || return 1
+  done
 }
 
 # connect_reset_offsets: Debezium starts over with a snapshot (Connect must be stopped).
 connect_reset_offsets() {
-  log "connect: the broker started fresh (memory storage): resetting Connect offsets and the replication slot"
+  log "connect: the broker started fresh (memory storage): resetting Connect offsets and the replication slots"
   rm -f "$CONNECT_OFFSETS" "$CONNECT_BROKER_STAMP"
-  drop_cdc_slot || warn "connect: could not drop the replication slot $CDC_SLOT"
+  drop_cdc_slot || warn "connect: could not drop the replication slots $CDC_SLOT $CDC_OUTBOX_SLOT"
 }
 
 connect_up() {
@@ -159,11 +164,11 @@ connect_up() {
     fi
   fi
   wait_healthy connect connect_healthy 120
-  log "registering the Debezium connector $DBZ_CONNECTOR_NAME"
-  KAFKA_CONNECT_URL="$KAFKA_CONNECT_URL" DBZ_CONNECTOR_NAME="$DBZ_CONNECTOR_NAME" \
+  log "registering the Debezium connectors $DBZ_CONNECTOR_NAMES"
+  KAFKA_CONNECT_URL="$KAFKA_CONNECT_URL" \
     DBZ_PG_HOST="$POSTGRES_HOST" DBZ_PG_PORT="$POSTGRES_PORT" DBZ_SCHEMA_REGISTRY_URL="$SCHEMA_REGISTRY_URL" \
     sh "$DOCKER_DIR/debezium/register.sh" >>"$LOG_DIR/connector-register.log" 2>&1 \
-    || { tail -n 5 "$LOG_DIR/connector-register.log" >&2; fail_component connect "the connector $DBZ_CONNECTOR_NAME did not reach RUNNING"; }
+    || { tail -n 5 "$LOG_DIR/connector-register.log" >&2; fail_component connect "the connectors $DBZ_CONNECTOR_NAMES did not reach RUNNING"; }
 }
 
 connect_down() { stop_daemon connect 40; }

@@ -7,6 +7,8 @@ PG_CLUSTER="${CQRS_PG_CLUSTER:-main}"
 PG_CONF_DIR="/etc/postgresql/$PG_VERSION/$PG_CLUSTER"
 PG_STARTED_MARKER="$RUN_DIR/postgres.started-by-stack"
 CDC_SLOT="${CDC_SLOT:-cqrs_cdc}"
+# the outbox connector's slot (docker/debezium/cqrs-outbox.json.tmpl)
+CDC_OUTBOX_SLOT="${CDC_OUTBOX_SLOT:-cqrs_outbox}"
 CDC_PUBLICATION="${CDC_PUBLICATION:-cqrs_cdc}"
 
 as_root() {
@@ -96,19 +98,22 @@ postgres_down() {
   fi
 }
 
-# drop_cdc_slot: drops the connector's replication slot once no walsender holds it.
+# drop_cdc_slot: drops the connectors' replication slots (CDC and outbox) once no walsender
+# holds them.
 drop_cdc_slot() {
-  local i active
-  for ((i = 0; i < 50; i++)); do
-    active=$(pg_su -d "$POSTGRES_DB" -At -v slot="$CDC_SLOT" 2>/dev/null \
-      <<<"SELECT active FROM pg_replication_slots WHERE slot_name = :'slot'" || true)
-    [[ $active == t ]] || break
-    sleep 0.2
-  done
-  pg_su -d "$POSTGRES_DB" -At -v slot="$CDC_SLOT" >/dev/null <<'SQL'
+  local i active slot
+  for slot in "$CDC_SLOT" "$CDC_OUTBOX_SLOT"; do
+    for ((i = 0; i < 50; i++)); do
+      active=$(pg_su -d "$POSTGRES_DB" -At -v slot="$slot" 2>/dev/null \
+        <<<"SELECT active FROM pg_replication_slots WHERE slot_name = :'slot'" || true)
+      [[ $active == t ]] || break
+      sleep 0.2
+    done
+    pg_su -d "$POSTGRES_DB" -At -v slot="$slot" >/dev/null <<'SQL' || return 1
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
  WHERE slot_name = :'slot' AND NOT active;
 SQL
+  done
 }
 
 # postgres_clean: drops what the stack created for CDC (slot, publication) and the users
@@ -122,7 +127,7 @@ postgres_clean() {
     wait_healthy postgres postgres_healthy
   fi
   if [[ $(pg_su -At -v db="$POSTGRES_DB" <<<"SELECT 1 FROM pg_database WHERE datname = :'db'") == 1 ]]; then
-    log "dropping the replication slot $CDC_SLOT and the publication $CDC_PUBLICATION"
+    log "dropping the replication slots $CDC_SLOT $CDC_OUTBOX_SLOT and the publication $CDC_PUBLICATION"
     drop_cdc_slot
     pg_su -d "$POSTGRES_DB" -v pub="$CDC_PUBLICATION" >/dev/null <<'SQL'
 SELECT format('DROP PUBLICATION IF EXISTS %I', :'pub') \gexec

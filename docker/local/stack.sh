@@ -83,9 +83,9 @@ cmd_status() {
   state=down; extra=
   if connect_healthy; then
     if connector_running; then
-      state=healthy; extra=" (connector $DBZ_CONNECTOR_NAME RUNNING)"
+      state=healthy; extra=" (connectors $DBZ_CONNECTOR_NAMES RUNNING)"
     else
-      state=down; extra=" (REST up, connector $DBZ_CONNECTOR_NAME not RUNNING)"
+      state=down; extra=" (REST up, connectors $DBZ_CONNECTOR_NAMES not all RUNNING)"
     fi
   fi
   [[ $state == healthy ]] || bad=1
