@@ -113,6 +113,24 @@ pub enum ReadModelWrite<K, D> {
         /// Fields to remove.
         unset: Vec<String>,
     },
+    /// Set fields owned by one source of a document fed by several (one read model fed by
+    /// two tables, say). Guarded by that source's own version (`scope`), so changes of
+    /// different sources, which arrive in any relative order, never make each other stale;
+    /// a document deleted at a newer version is never brought back.
+    ScopedPatch {
+        /// Where.
+        target: Target,
+        /// Document id.
+        id: K,
+        /// The source owning the fields, e.g. the table name: letters, digits, `_`, `-`.
+        scope: String,
+        /// Version of the change in that source.
+        version: SourceVersion,
+        /// Fields to set.
+        set: D,
+        /// Fields to remove.
+        unset: Vec<String>,
+    },
     /// Delete the document, leaving a tombstone at this version.
     Delete {
         /// Where.
@@ -130,6 +148,7 @@ impl<K, D> ReadModelWrite<K, D> {
         match self {
             ReadModelWrite::Replace { target, .. }
             | ReadModelWrite::Patch { target, .. }
+            | ReadModelWrite::ScopedPatch { target, .. }
             | ReadModelWrite::Delete { target, .. } => target,
         }
     }
@@ -139,6 +158,7 @@ impl<K, D> ReadModelWrite<K, D> {
         match self {
             ReadModelWrite::Replace { id, .. }
             | ReadModelWrite::Patch { id, .. }
+            | ReadModelWrite::ScopedPatch { id, .. }
             | ReadModelWrite::Delete { id, .. } => id,
         }
     }
@@ -148,6 +168,7 @@ impl<K, D> ReadModelWrite<K, D> {
         match self {
             ReadModelWrite::Replace { version, .. }
             | ReadModelWrite::Patch { version, .. }
+            | ReadModelWrite::ScopedPatch { version, .. }
             | ReadModelWrite::Delete { version, .. } => *version,
         }
     }

@@ -25,7 +25,7 @@ use mongodb::Collection;
 
 use crate::{
     errors::{DuplicateOn, Error, Result, display_id, duplicate_in},
-    model::{DELETED_AT_FIELD, DELETED_FIELD, VersionFields},
+    model::{DELETED_AT_FIELD, DELETED_FIELD, SCOPES_FIELD, VersionFields},
 };
 
 /// What became of a guarded write. A stale write is an outcome, never an error.
@@ -123,6 +123,8 @@ fn reserved(field: &str, fields: &VersionFields) -> bool {
         || field == fields.index
         || field == DELETED_FIELD
         || field == DELETED_AT_FIELD
+        || field == SCOPES_FIELD
+        || field.starts_with(&format!("{SCOPES_FIELD}."))
         || field.starts_with(&format!("{}.", fields.position))
 }
 
@@ -159,6 +161,32 @@ fn clean_body(
         .collect())
 }
 
+/// The `$set` and `$unset` documents of a patch, checked.
+fn patch_parts(
+    set: &Document,
+    unset: &[String],
+    id: &Bson,
+    collection: &str,
+    fields: &VersionFields,
+) -> Result<(Document, Document)> {
+    let set = clean_body(set.clone(), id, collection, fields)?;
+    let mut unset_doc = Document::new();
+    for field in unset {
+        if field == "_id" || reserved(field, fields) {
+            return Err(invalid(collection, id, format!("cannot unset `{field}`")));
+        }
+        if set.contains_key(field) {
+            return Err(invalid(
+                collection,
+                id,
+                format!("`{field}` is both set and unset"),
+            ));
+        }
+        unset_doc.insert(field.clone(), "");
+    }
+    Ok((set, unset_doc))
+}
+
 /// Builds the guarded operation for a write.
 pub(crate) fn build(
     write: &ReadModelWrite<Bson, Document>,
@@ -182,26 +210,58 @@ pub(crate) fn build(
             OpBody::Replace(out)
         }
         ReadModelWrite::Patch { set, unset, .. } => {
-            let mut set = clean_body(set.clone(), id, collection, fields)?;
-            let mut unset_doc = Document::new();
-            for field in unset {
-                if field == "_id" || reserved(field, fields) {
-                    return Err(invalid(collection, id, format!("cannot unset `{field}`")));
-                }
-                if set.contains_key(field) {
-                    return Err(invalid(
-                        collection,
-                        id,
-                        format!("`{field}` is both set and unset"),
-                    ));
-                }
-                unset_doc.insert(field.clone(), "");
-            }
+            let (mut set, mut unset_doc) = patch_parts(set, unset, id, collection, fields)?;
             set.insert(fields.position.clone(), position);
             set.insert(fields.index.clone(), index);
             unset_doc.insert(DELETED_FIELD, "");
             unset_doc.insert(DELETED_AT_FIELD, "");
             OpBody::Update(doc! { "$set": set, "$unset": unset_doc })
+        }
+        ReadModelWrite::ScopedPatch {
+            scope, set, unset, ..
+        } => {
+            let valid_scope = !scope.is_empty()
+                && scope.len() <= 64
+                && scope
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_scope {
+                return Err(invalid(
+                    collection,
+                    id,
+                    format!("scope {scope:?} must be 1-64 letters, digits, '_' or '-'"),
+                ));
+            }
+            let (mut set, mut unset_doc) = patch_parts(set, unset, id, collection, fields)?;
+            let scoped = VersionFields::new(&format!("{SCOPES_FIELD}.{scope}.{}", fields.position));
+            set.insert(scoped.position.clone(), position);
+            set.insert(scoped.index.clone(), index);
+            unset_doc.insert(DELETED_FIELD, "");
+            unset_doc.insert(DELETED_AT_FIELD, "");
+            // The source's own version guards the write; a tombstone at least as new as
+            // the change keeps the document deleted.
+            let own = guard_filter(&scoped, id, position, index);
+            let mut conditions: Vec<Bson> = own
+                .into_iter()
+                .filter(|(k, _)| k != "_id")
+                .map(|(k, v)| Bson::Document(doc! { k: v }))
+                .collect();
+            conditions.push(Bson::Document(doc! { "$nor": [
+                { DELETED_FIELD: true, fields.position.as_str(): { "$gte": position } }
+            ] }));
+            return Ok(GuardedOp {
+                database: target.database.clone(),
+                collection: target.collection.clone(),
+                id: id.clone(),
+                filter: doc! { "_id": id.clone(), "$and": conditions },
+                body: OpBody::Update(doc! {
+                    "$set": set,
+                    "$unset": unset_doc,
+                    // The document-level version is the newest of its sources, so a
+                    // consistency wait sees every source's progress.
+                    "$max": { fields.position.as_str(): position },
+                }),
+            });
         }
         ReadModelWrite::Delete { .. } => OpBody::Replace(doc! {
             "_id": id.clone(),

@@ -32,6 +32,9 @@ use crate::errors::{Error, Result, display_id};
 pub const DELETED_FIELD: &str = "_deleted";
 /// Field holding the deletion time of a tombstone (the TTL index is on it).
 pub const DELETED_AT_FIELD: &str = "_deleted_at";
+/// Sub-document holding the per-source versions of scoped patches
+/// ([`cqrs_core::ReadModelWrite::ScopedPatch`]): `_scopes.<scope>._version`.
+pub const SCOPES_FIELD: &str = "_scopes";
 /// Suffix of the field holding [`SourceVersion::index`].
 pub const VERSION_INDEX_SUFFIX: &str = "_index";
 
@@ -196,7 +199,7 @@ pub(crate) fn is_tombstone(doc: &Document) -> bool {
 
 /// Decodes a raw document into a model, naming the offending field on failure.
 ///
-/// The `_version_index` and tombstone fields are removed first; the version field stays
+/// The `_version_index`, scope and tombstone fields are removed first; the version field stays
 /// (a model may declare it).
 ///
 /// ```
@@ -219,6 +222,7 @@ pub fn decode<T: DeserializeOwned>(
 ) -> Result<Versioned<T>> {
     let version = fields.read(&doc, collection)?;
     doc.remove(&fields.index);
+    doc.remove(SCOPES_FIELD);
     doc.remove(DELETED_FIELD);
     doc.remove(DELETED_AT_FIELD);
     let id = doc.get("_id").map(display_id);
