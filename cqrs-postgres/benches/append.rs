@@ -4,11 +4,15 @@
 //!
 //! Workload: every command opens a NEW aggregate and decides 2 events (so each command
 //! writes 1 receipt, 1 aggregates row, 2 events and 2 outbox rows, after a dedup lookup
-//! and a load). Clients: 1, 8 and 32 concurrent tasks; each variant runs in two
+//! and a load). Clients: 1, 8 and 32 concurrent tasks; each variant runs in 6
 //! alternating slices to even out drift on a shared machine.
 //!
 //! Run: `cargo bench -p cqrs-postgres --bench append` (needs the PostgreSQL of `.env`;
-//! `BENCH_SECONDS=<n>` sets the length of one slice, default 4).
+//! `BENCH_SECONDS=<n>` sets the length of one slice, default 1.5; `BENCH_CLIENTS=8,32` picks
+//! the concurrency levels).
+
+// A benchmark harness: any failure should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
+
+/// Paired library/baseline slices per concurrency level.
+const ROUNDS: usize = 6;
 
 // ---------------------------------------------------------------------------------------
 // The aggregate.
@@ -348,7 +355,7 @@ fn main() {
         std::env::var("BENCH_SECONDS")
             .ok()
             .and_then(|s| s.parse().ok())
-            .unwrap_or(4.0)
+            .unwrap_or(1.5)
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -386,35 +393,52 @@ async fn bench(slice: Duration, smoke: bool) {
 
     println!(
         "cqrs-postgres append benchmark: PostgreSQL {version}, pool of 32, new aggregate per command, \
-         2 events per command, event-sourced, outbox on; {:.1} s x 2 slices per variant",
+         2 events per command, event-sourced, outbox on; {ROUNDS} alternating slices of {:.1} s per variant",
         slice.as_secs_f64()
     );
     println!(
         "{:>7}  {:<9} {:>10} {:>9} {:>9}",
         "clients", "variant", "cmds/s", "p50 ms", "p99 ms"
     );
-    for clients in [1usize, 8, 32] {
+    let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .ok()
+        .map(|v| v.split(',').filter_map(|c| c.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 8, 32]);
+    for clients in levels {
         // Warm-up: opens the connections and prepares the statements on them.
         let warm = Duration::from_millis(if smoke { 100 } else { 700 });
         run(Variant::Library, clients, warm, &handler, &baseline).await;
         run(Variant::Baseline, clients, warm, &handler, &baseline).await;
 
         let (mut lib, mut base) = (Vec::new(), Vec::new());
-        for round in 0..2 {
-            // Alternate which goes first, so neither always runs on a warmer/colder server.
-            let order = if round == 0 {
+        let mut ratios = Vec::new();
+        for round in 0..ROUNDS {
+            // Alternate which goes first, so neither always runs on a warmer/colder server,
+            // and pair the slices so that drift on the shared machine cancels out.
+            let order = if round % 2 == 0 {
                 [Variant::Library, Variant::Baseline]
             } else {
                 [Variant::Baseline, Variant::Library]
             };
+            let mut pair = [0.0f64; 2];
             for variant in order {
                 let sample = run(variant, clients, slice, &handler, &baseline).await;
+                let rate = sample.commands as f64 / sample.elapsed.as_secs_f64();
                 match variant {
-                    Variant::Library => lib.push(sample),
-                    Variant::Baseline => base.push(sample),
+                    Variant::Library => {
+                        pair[0] = rate;
+                        lib.push(sample);
+                    }
+                    Variant::Baseline => {
+                        pair[1] = rate;
+                        base.push(sample);
+                    }
                 }
             }
+            ratios.push(pair[1] / pair[0] - 1.0);
         }
+        ratios.sort_by(f64::total_cmp);
+        let median_ratio = (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0;
         let (lib, base) = (merge(lib), merge(base));
         for (name, f) in [("library", &lib), ("baseline", &base)] {
             println!(
@@ -423,8 +447,9 @@ async fn bench(slice: Duration, smoke: bool) {
             );
         }
         println!(
-            "{clients:>7}  overhead  throughput {:+.1}%   p50 {:+.1}%   p99 {:+.1}%",
+            "{clients:>7}  overhead  throughput {:+.1}% (median of {ROUNDS} paired slices {:+.1}%)   p50 {:+.1}%   p99 {:+.1}%",
             (base.per_second / lib.per_second - 1.0) * 100.0,
+            median_ratio * 100.0,
             (lib.p50_ms / base.p50_ms - 1.0) * 100.0,
             (lib.p99_ms / base.p99_ms - 1.0) * 100.0,
         );

@@ -132,6 +132,9 @@ pub struct MigrationReport {
 
 /// Applies migrations to one schema.
 ///
+/// The embedded SQL files (`sql/migrations/V001__events.sql`, ...) are versioned and
+/// SHA-256 checksummed; `{{schema}}` in them stands for the quoted schema name.
+///
 /// ```no_run
 /// use cqrs_postgres::{Migrator, PgPool, PostgresConfig, SchemaName};
 ///
@@ -198,7 +201,10 @@ impl Migrator {
         &self.migrations
     }
 
-    /// Applies the missing migrations; see the [module documentation](self).
+    /// Applies the missing migrations: in one transaction holding
+    /// `pg_advisory_xact_lock` keyed by the schema, each recorded in
+    /// `<schema>.cqrs_migrations` with its checksum. Concurrent runs queue on the lock and
+    /// find nothing left to do; re-runs are no-ops; a changed applied migration is an error.
     ///
     /// The schema is created when it does not exist (that needs `CREATE` on the database;
     /// a service role without it needs the schema created beforehand, for example by

@@ -84,8 +84,9 @@ impl ServiceRole {
     }
 
     /// Creates the schema (if missing) and the role (or updates an existing one), and
-    /// grants exactly the privileges described in the [module documentation](self), in one
-    /// transaction. Run it with an admin connection (`CREATEROLE` and `CREATE` on the
+    /// grants exactly: `CONNECT` on the database, `USAGE` and `CREATE` on its schema, and
+    /// `SELECT`/`INSERT`/`UPDATE`/`DELETE` on the schema's tables (present and future), in
+    /// one transaction. Run it with an admin connection (`CREATEROLE` and `CREATE` on the
     /// database); idempotent.
     ///
     /// # Errors

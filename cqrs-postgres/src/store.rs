@@ -14,7 +14,7 @@ use futures::future::OptionFuture;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Row;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
 use crate::error::{CommitContext, PostgresError, commit_error, store_error, store_pool_error};
@@ -53,7 +53,7 @@ impl Statements {
 }
 
 /// The part of [`EventMetadata`] kept in the `metadata` jsonb column of `events`.
-#[derive(Serialize)]
+#[derive(Serialize, Debug)]
 struct MetadataColumn<'a> {
     correlation_id: Uuid,
     causation_id: Uuid,
@@ -308,38 +308,52 @@ impl<A: Aggregate> PostgresStore<A> {
         drop(client);
 
         let read = |e| store_error("loading an aggregate", e);
-        let mut state = A::default();
-        let mut version = 0u64;
-        let mut row_version: Option<u64> = None;
-        for row in &rows {
-            let kind: i32 = row.try_get(0).map_err(read)?;
-            if kind == 0 {
-                let recorded: i64 = row.try_get(8).map_err(read)?;
-                row_version = Some(u64::try_from(recorded).map_err(|_| corrupt("version"))?);
-                let snapshot_version: Option<i64> = row.try_get(1).map_err(read)?;
-                let snapshot: Option<Value> = row.try_get(5).map_err(read)?;
-                if let (Some(at), Some(snapshot)) = (snapshot_version, snapshot) {
-                    state = Self::decode_state(snapshot, aggregate_id)?;
-                    version = u64::try_from(at).map_err(|_| corrupt("snapshot_version"))?;
-                }
-            } else {
-                let event = self.decode_event(aggregate_id, row, 1)?;
-                if event.metadata.sequence != version + 1 {
-                    return Err(inconsistent(format!(
-                        "{} {aggregate_id}: event #{} follows #{version}",
-                        A::TYPE,
-                        event.metadata.sequence
-                    )));
-                }
-                state.apply(&event.payload);
-                version = event.metadata.sequence;
+        let Some(first) = rows.first() else {
+            // No aggregates row: the aggregate does not exist yet.
+            return Ok(Loaded {
+                state: A::default(),
+                version: 0,
+            });
+        };
+        let recorded: i64 = first.try_get(0).map_err(read)?;
+        let recorded = u64::try_from(recorded).map_err(|_| corrupt("version"))?;
+        let snapshot_version: Option<i64> = first.try_get(1).map_err(read)?;
+        let (mut state, mut version) = match snapshot_version {
+            Some(at) => {
+                let snapshot: Option<Value> = first.try_get(2).map_err(read)?;
+                let snapshot = snapshot.ok_or_else(|| {
+                    inconsistent(format!(
+                        "{} {aggregate_id}: the event after the snapshot is missing",
+                        A::TYPE
+                    ))
+                })?;
+                (
+                    Self::decode_state(snapshot, aggregate_id)?,
+                    u64::try_from(at).map_err(|_| corrupt("snapshot_version"))?,
+                )
             }
+            None => (A::default(), 0),
+        };
+        for row in &rows {
+            let sequence: Option<i64> = row.try_get(3).map_err(read)?;
+            if sequence.is_none() {
+                continue; // no event after the snapshot
+            }
+            let event = self.decode_event(aggregate_id, row, 3)?;
+            if event.metadata.sequence != version + 1 {
+                return Err(inconsistent(format!(
+                    "{} {aggregate_id}: event #{} follows #{version}",
+                    A::TYPE,
+                    event.metadata.sequence
+                )));
+            }
+            state.apply(&event.payload);
+            version = event.metadata.sequence;
         }
-        if row_version.unwrap_or(0) != version {
+        if recorded != version {
             return Err(inconsistent(format!(
-                "{} {aggregate_id}: the aggregates row is at version {} but the events end at {version}",
+                "{} {aggregate_id}: the aggregates row is at version {recorded} but the events end at {version}",
                 A::TYPE,
-                row_version.map_or_else(|| "<missing>".to_owned(), |v| v.to_string()),
             )));
         }
         Ok(Loaded { state, version })
@@ -474,12 +488,8 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
             None
         };
         let state_version = state.as_ref().map(|_| new_version);
-        let receipt_json =
-            serde_json::to_value(receipt).map_err(|source| StoreError::Serialize {
-                what: format!("receipt of command {}", receipt.command_id),
-                source,
-            })?;
-
+        // Our own types, serialized straight into the wire buffer (no intermediate Value).
+        let receipt_json = Json(receipt);
         // Column arrays, shared by events and outbox.
         let n = commit.events.len();
         let mut sequences = Vec::with_capacity(n);
@@ -505,18 +515,12 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
             metadata.reserve(n);
             for event in commit.events {
                 let m = &event.metadata;
-                let column = MetadataColumn {
+                metadata.push(Json(MetadataColumn {
                     correlation_id: m.correlation_id,
                     causation_id: m.causation_id,
                     tenant_id: m.tenant_id.as_deref(),
                     trace_context: m.trace_context.as_ref(),
-                };
-                metadata.push(serde_json::to_value(&column).map_err(|source| {
-                    StoreError::Serialize {
-                        what: format!("metadata of event {}", m.event_id),
-                        source,
-                    }
-                })?);
+                }));
             }
         }
         let (mut spans, mut correlations, mut causations, mut tenants) =

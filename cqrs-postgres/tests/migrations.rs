@@ -1,5 +1,6 @@
 //! Migrations against the real PostgreSQL: first run, re-run, concurrent runs, checksum
 //! mismatch.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Least-privilege service roles against the real PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! PostgresStore against the real PostgreSQL: concurrency, idempotency, snapshots,
 //! upcasting, atomicity, state-stored mode and the outbox layout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests: a panic is a failure
 
 mod common;
 

@@ -1,25 +1,24 @@
--- The latest snapshot (kind 0, at most one row) and the events after it (kind 1, in
--- sequence order), read in ONE statement so that both come from the same snapshot of the
--- database even while other commands commit.
+-- The aggregates row (version, latest snapshot) and the events after the snapshot, in ONE
+-- statement so that both come from the same snapshot of the database even while other
+-- commands commit. One row per event after the snapshot (or a single row without event
+-- columns when there is none); the snapshot state is sent on the first row only. No row
+-- at all: the aggregate does not exist yet (the aggregates row is written by every commit).
 -- $1 aggregate type, $2 aggregate id
-SELECT 0                  AS kind,
-       a.snapshot_version AS sequence,
-       NULL::uuid         AS event_id,
-       NULL::text         AS event_type,
-       NULL::integer      AS event_version,
-       a.state            AS payload,
-       NULL::jsonb        AS metadata,
-       NULL::timestamptz  AS occurred_at,
-       a.version          AS version
+SELECT a.version,
+       a.snapshot_version,
+       CASE WHEN e.sequence IS NULL OR e.sequence = COALESCE(a.snapshot_version, 0) + 1
+            THEN a.state END AS state,
+       e.sequence, e.event_id, e.event_type, e.event_version, e.payload, e.metadata,
+       e.occurred_at
 FROM {{schema}}.aggregates a
+LEFT JOIN LATERAL (
+    SELECT x.sequence, x.event_id, x.event_type, x.event_version, x.payload, x.metadata,
+           x.occurred_at
+    FROM {{schema}}.events x
+    WHERE x.aggregate_type = a.aggregate_type
+      AND x.aggregate_id = a.aggregate_id
+      AND x.sequence > COALESCE(a.snapshot_version, 0)
+    ORDER BY x.sequence
+) e ON true
 WHERE a.aggregate_type = $1 AND a.aggregate_id = $2
-UNION ALL
-SELECT 1, e.sequence, e.event_id, e.event_type, e.event_version, e.payload, e.metadata,
-       e.occurred_at, NULL
-FROM {{schema}}.events e
-WHERE e.aggregate_type = $1
-  AND e.aggregate_id = $2
-  AND e.sequence > COALESCE((SELECT s.snapshot_version
-                             FROM {{schema}}.aggregates s
-                             WHERE s.aggregate_type = $1 AND s.aggregate_id = $2), 0)
-ORDER BY kind, sequence
+ORDER BY e.sequence

@@ -3,6 +3,7 @@
 //!
 //! A missing server FAILS the test with a clear message: these tests never skip.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
 
 use std::sync::Mutex;
 
