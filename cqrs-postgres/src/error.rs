@@ -143,17 +143,25 @@ fn describe(err: &tokio_postgres::Error) -> (String, bool) {
         let message = format!("{} (SQLSTATE {})", db.message(), code.code());
         return (message, is_transient_code(code));
     }
-    // Client-side failures: connection loss, I/O, timeouts are transient; conversions
-    // and protocol misuse are not.
-    let io = std::error::Error::source(err)
-        .map(|s| s.is::<std::io::Error>())
-        .unwrap_or(false);
+    // Client-side failures: connection loss, I/O, timeouts are transient; TLS failures
+    // (an untrusted certificate, a name mismatch), conversions and protocol misuse are not.
     let text = err.to_string();
-    let transient = err.is_closed()
-        || io
-        || text.starts_with("timeout")
-        || text.starts_with("error connecting")
-        || text.starts_with("error communicating");
+    let io_kind = std::error::Error::source(err)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    let transient = if text.starts_with("error performing TLS handshake") {
+        false
+    } else if let Some(kind) = io_kind {
+        !matches!(
+            kind,
+            std::io::ErrorKind::InvalidData
+                | std::io::ErrorKind::InvalidInput
+                | std::io::ErrorKind::PermissionDenied
+                | std::io::ErrorKind::Unsupported
+        )
+    } else {
+        err.is_closed() || text.starts_with("timeout") || text.starts_with("error connecting")
+    };
     (text, transient)
 }
 
