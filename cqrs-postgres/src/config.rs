@@ -168,6 +168,13 @@ impl PostgresConfig {
     }
 
     /// Logs in as `user` with a fixed password.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
+    ///     .user("svc_orders", Some(Password::new("s3cret")));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn user(self, user: impl Into<String>, password: Option<Password>) -> Self {
         self.credentials(StaticCredentials::new(Credentials::new(user, password)))
     }
@@ -192,6 +199,13 @@ impl PostgresConfig {
     }
 
     /// Sets the TLS mode.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls(TlsMode::Require);
+    /// assert_eq!(config.tls_mode(), &TlsMode::Require);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn tls(mut self, tls: TlsMode) -> Self {
         self.tls = tls;
         self
@@ -199,6 +213,13 @@ impl PostgresConfig {
 
     /// Verifies the server against the CA certificates in `ca_file` (PEM):
     /// [`TlsMode::VerifyFull`].
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls_ca_file("/etc/ssl/pg-ca.pem");
+    /// assert!(matches!(config.tls_mode(), TlsMode::VerifyFull { ca_file: Some(_) }));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
         self.tls(TlsMode::VerifyFull {
             ca_file: Some(ca_file.into()),
@@ -206,12 +227,26 @@ impl PostgresConfig {
     }
 
     /// Most connections the pool opens at once (at least 1).
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.max_connections(32);
+    /// assert_eq!(config.pool().max_size, 32);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn max_connections(mut self, max: usize) -> Self {
         self.pool.max_size = max.max(1);
         self
     }
 
     /// Replaces all pool options.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.pool_options(PoolOptions { max_size: 8, ..PoolOptions::default() });
+    /// assert_eq!(config.pool().max_size, 8);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn pool_options(mut self, options: PoolOptions) -> Self {
         self.pool = options;
         self.pool.max_size = self.pool.max_size.max(1);
@@ -219,6 +254,12 @@ impl PostgresConfig {
     }
 
     /// How long opening one connection may take.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.connect_timeout(std::time::Duration::from_secs(2));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connection.connect_timeout(timeout);
         self.pool.create_timeout = Some(timeout);
@@ -227,6 +268,12 @@ impl PostgresConfig {
 
     /// Server-side `statement_timeout` of every session (a timed-out statement is a
     /// transient error).
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.statement_timeout(std::time::Duration::from_secs(10));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn statement_timeout(mut self, timeout: Duration) -> Self {
         let setting = format!("-c statement_timeout={}", timeout.as_millis());
         let options = match self.connection.get_options() {
@@ -238,28 +285,62 @@ impl PostgresConfig {
     }
 
     /// `application_name` of the sessions, shown in `pg_stat_activity`.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.application_name("orders-service");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn application_name(mut self, name: &str) -> Self {
         self.connection.application_name(name);
         self
     }
 
     /// The service's schema.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?;
+    /// assert_eq!(config.schema().as_str(), "orders");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn schema(&self) -> &SchemaName {
         &self.schema
     }
 
     /// Uses another schema (same server and login).
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_schema(SchemaName::new("billing")?);
+    /// assert_eq!(config.schema().as_str(), "billing");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn with_schema(mut self, schema: SchemaName) -> Self {
         self.schema = schema;
         self
     }
 
     /// The TLS mode.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?;
+    /// assert_eq!(config.tls_mode(), &TlsMode::Prefer);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn tls_mode(&self) -> &TlsMode {
         &self.tls
     }
 
     /// The pool options.
+    ///
+    /// ```
+    /// # use cqrs_postgres::*;
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?;
+    /// assert_eq!(config.pool().max_size, 16);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn pool(&self) -> &PoolOptions {
         &self.pool
     }

@@ -23,6 +23,11 @@ pub struct Password(String);
 
 impl Password {
     /// Wraps a password.
+    ///
+    /// ```
+    /// let password = cqrs_postgres::Password::new("s3cret");
+    /// assert!(!format!("{password:?}").contains("s3cret"));
+    /// ```
     pub fn new(password: impl Into<String>) -> Self {
         Password(password.into())
     }
@@ -70,6 +75,11 @@ pub struct Credentials {
 
 impl Credentials {
     /// Builds credentials.
+    ///
+    /// ```
+    /// let creds = cqrs_postgres::Credentials::new("app", None);
+    /// assert_eq!(creds.user, "app");
+    /// ```
     pub fn new(user: impl Into<String>, password: Option<Password>) -> Self {
         Credentials {
             user: user.into(),
@@ -121,6 +131,11 @@ pub struct StaticCredentials(Credentials);
 
 impl StaticCredentials {
     /// Wraps fixed credentials.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Credentials, StaticCredentials};
+    /// let provider = StaticCredentials::new(Credentials::new("app", None));
+    /// ```
     pub fn new(credentials: Credentials) -> Self {
         StaticCredentials(credentials)
     }
@@ -154,6 +169,11 @@ pub struct SwappableCredentials {
 
 impl SwappableCredentials {
     /// Starts with `initial`.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Credentials, SwappableCredentials};
+    /// let creds = SwappableCredentials::new(Credentials::new("v-1", Some("p".into())));
+    /// ```
     pub fn new(initial: Credentials) -> Self {
         SwappableCredentials {
             current: RwLock::new(initial),
@@ -161,6 +181,13 @@ impl SwappableCredentials {
     }
 
     /// Replaces the credentials used for new connections.
+    ///
+    /// ```
+    /// use cqrs_postgres::{CredentialProvider, Credentials, SwappableCredentials};
+    /// let creds = SwappableCredentials::new(Credentials::new("v-1", None));
+    /// creds.replace(Credentials::new("v-2", None));
+    /// assert_eq!(creds.credentials().user, "v-2");
+    /// ```
     pub fn replace(&self, credentials: Credentials) {
         // A poisoned lock only means a panic elsewhere while holding it; the value is
         // a plain struct that is always consistent, so keep using it.

@@ -12,6 +12,15 @@ use uuid::Uuid;
 /// contract (which reports [`StoreError`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
+///
+/// ```
+/// use cqrs_postgres::{PostgresError, SchemaName};
+///
+/// match SchemaName::new("Bad Name") {
+///     Err(PostgresError::InvalidIdentifier { kind, reason, .. }) => println!("{kind}: {reason}"),
+///     other => panic!("{other:?}"),
+/// }
+/// ```
 pub enum PostgresError {
     /// A schema or role name breaks the identifier rules; nothing reached the database.
     #[error("invalid {kind} {name:?}: {reason}")]

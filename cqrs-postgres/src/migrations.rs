@@ -68,6 +68,12 @@ impl Migration {
     ///
     /// # Errors
     /// [`PostgresError::MalformedMigration`] for a name not in that form.
+    ///
+    /// ```
+    /// # use cqrs_postgres::Migration;
+    /// let m = Migration::parse("V003__outbox.sql", "CREATE TABLE {{schema}}.x ()").unwrap();
+    /// assert_eq!((m.version(), m.name()), (3, "outbox"));
+    /// ```
     pub fn parse(file_name: &str, sql: &'static str) -> Result<Self, PostgresError> {
         let malformed = |reason| PostgresError::MalformedMigration {
             name: file_name.to_owned(),
@@ -97,21 +103,45 @@ impl Migration {
     }
 
     /// The version (the number after `V`).
+    ///
+    /// ```
+    /// # use cqrs_postgres::Migration;
+    /// let m = Migration::parse("V003__outbox.sql", "CREATE TABLE {{schema}}.x ()").unwrap();
+    /// assert_eq!(m.version(), 3);
+    /// ```
     pub fn version(&self) -> i32 {
         self.version
     }
 
     /// The name (after `__`, without `.sql`).
+    ///
+    /// ```
+    /// # use cqrs_postgres::Migration;
+    /// let m = Migration::parse("V003__outbox.sql", "CREATE TABLE {{schema}}.x ()").unwrap();
+    /// assert_eq!(m.name(), "outbox");
+    /// ```
     pub fn name(&self) -> &str {
         &self.name
     }
 
     /// Hex SHA-256 of the SQL file.
+    ///
+    /// ```
+    /// # use cqrs_postgres::Migration;
+    /// let m = Migration::parse("V003__outbox.sql", "CREATE TABLE {{schema}}.x ()").unwrap();
+    /// assert_eq!(m.checksum().len(), 64);
+    /// ```
     pub fn checksum(&self) -> &str {
         &self.checksum
     }
 
     /// The SQL with `{{schema}}` still in it.
+    ///
+    /// ```
+    /// # use cqrs_postgres::Migration;
+    /// let m = Migration::parse("V003__outbox.sql", "CREATE TABLE {{schema}}.x ()").unwrap();
+    /// assert!(m.sql().contains("{{schema}}"));
+    /// ```
     pub fn sql(&self) -> &'static str {
         self.sql
     }
@@ -119,6 +149,13 @@ impl Migration {
 
 /// What a run of the migrator did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+///
+/// ```no_run
+/// # async fn run(pool: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+/// let report = pool.migrate().await?;
+/// println!("applied {:?}, already there {:?}", report.applied, report.already_applied);
+/// # Ok(()) }
+/// ```
 pub struct MigrationReport {
     /// Versions applied by this run, in order.
     pub applied: Vec<i32>,
@@ -157,6 +194,13 @@ impl Migrator {
     /// # Errors
     /// [`PostgresError::MalformedMigration`] if an embedded file is misnamed (caught by
     /// this crate's tests, never at a user's).
+    ///
+    /// ```
+    /// use cqrs_postgres::{Migrator, SchemaName};
+    /// let migrator = Migrator::embedded(SchemaName::new("orders")?)?;
+    /// assert_eq!(migrator.migrations()[0].name(), "events");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn embedded(schema: SchemaName) -> Result<Self, PostgresError> {
         let migrations = EMBEDDED
             .iter()
@@ -197,6 +241,13 @@ impl Migrator {
     }
 
     /// The migrations, in version order.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Migrator, SchemaName};
+    /// let migrator = Migrator::embedded(SchemaName::new("orders")?)?;
+    /// assert!(migrator.migrations().windows(2).all(|w| w[0].version() < w[1].version()));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn migrations(&self) -> &[Migration] {
         &self.migrations
     }
@@ -214,6 +265,13 @@ impl Migrator {
     /// [`PostgresError::ChecksumMismatch`] when an applied migration changed (nothing is
     /// applied then), [`PostgresError::Database`] when a statement fails (the whole run
     /// is rolled back).
+    ///
+    /// ```no_run
+    /// # async fn run(pool: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// use cqrs_postgres::Migrator;
+    /// let report = Migrator::embedded(pool.schema().clone())?.run(&pool).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn run(&self, pool: &PgPool) -> Result<MigrationReport, PostgresError> {
         let schema = &self.schema;
         let mut client = pool.get().await?;

@@ -8,6 +8,13 @@
 //! integration reads, plus `sequence`, `event_version`, `occurred_at`, `correlation_id`,
 //! `causation_id` and `tenant_id`. [`debezium_router_config`] gives the matching
 //! connector settings.
+//!
+//! ```
+//! use cqrs_postgres::{SchemaName, outbox};
+//!
+//! let settings = outbox::debezium_router_config(&SchemaName::new("orders").unwrap());
+//! assert_eq!(settings["transforms.outbox.route.by.field"], "aggregatetype");
+//! ```
 
 use chrono::{DateTime, Utc};
 use cqrs_core::TraceContext;

@@ -95,6 +95,14 @@ impl PgPool {
     /// # Errors
     /// [`PostgresError::Tls`] when the TLS configuration cannot be built,
     /// [`PostgresError::Config`] when the pool cannot be built.
+    ///
+    /// ```
+    /// use cqrs_postgres::{PgPool, PostgresConfig};
+    /// // No connection is opened here.
+    /// let pool = PgPool::new(&PostgresConfig::from_url("postgres://app@localhost/cqrs", "orders")?)?;
+    /// assert_eq!(pool.schema().as_str(), "orders");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn new(config: &PostgresConfig) -> Result<Self, PostgresError> {
         let tls_mode = config.tls_mode();
         let tls = tls_mode.client_config()?.map(MakeRustlsConnect::new);

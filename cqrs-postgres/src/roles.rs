@@ -49,6 +49,14 @@ pub struct ServiceRole {
 
 /// What [`ServiceRole::ensure`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// ```no_run
+/// # async fn run(role: cqrs_postgres::ServiceRole, admin: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+/// if role.ensure(&admin).await? == cqrs_postgres::RoleOutcome::Created {
+///     println!("created {}", role.role());
+/// }
+/// # Ok(()) }
+/// ```
 pub enum RoleOutcome {
     /// The role did not exist and was created.
     Created,
@@ -59,6 +67,12 @@ pub enum RoleOutcome {
 impl ServiceRole {
     /// A role `role` for schema `schema`, without login (a group role) until
     /// [`ServiceRole::login`] is called.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn new(role: RoleName, schema: SchemaName) -> Self {
         ServiceRole {
             role,
@@ -68,17 +82,39 @@ impl ServiceRole {
     }
 
     /// Lets the role log in with `password`.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?)
+    ///     .login(Password::new("s3cret"));
+    /// assert!(!format!("{role:?}").contains("s3cret"));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn login(mut self, password: Password) -> Self {
         self.password = Some(password);
         self
     }
 
     /// The role name.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
+    /// assert_eq!(role.role().as_str(), "svc_orders");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn role(&self) -> &RoleName {
         &self.role
     }
 
     /// The schema.
+    ///
+    /// ```
+    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
+    /// assert_eq!(role.schema().as_str(), "orders");
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
     pub fn schema(&self) -> &SchemaName {
         &self.schema
     }
@@ -92,6 +128,14 @@ impl ServiceRole {
     /// # Errors
     /// [`PostgresError::PrivilegedRole`] when the role exists with elevated attributes or
     /// role memberships (it is left unchanged), [`PostgresError::Database`] otherwise.
+    ///
+    /// ```no_run
+    /// # async fn run(admin: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
+    /// role.ensure(&admin).await?; // idempotent
+    /// # Ok(()) }
+    /// ```
     pub async fn ensure(&self, admin: &PgPool) -> Result<RoleOutcome, PostgresError> {
         let db = |context| move |e| PostgresError::db(context, e);
         let mut client = admin.get().await?;

@@ -76,6 +76,10 @@ impl SchemaName {
     ///
     /// # Errors
     /// [`PostgresError::InvalidIdentifier`] when the name breaks a rule.
+    ///
+    /// ```
+    /// assert!(cqrs_postgres::SchemaName::new("orders").is_ok());
+    /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, PostgresError> {
         let name = name.into();
         validate("schema name", &name)?;
@@ -140,6 +144,10 @@ impl RoleName {
     ///
     /// # Errors
     /// [`PostgresError::InvalidIdentifier`] when the name breaks a rule.
+    ///
+    /// ```
+    /// assert!(cqrs_postgres::RoleName::new("svc_orders").is_ok());
+    /// ```
     pub fn new(name: impl Into<String>) -> Result<Self, PostgresError> {
         let name = name.into();
         validate("role name", &name)?;

@@ -54,20 +54,32 @@ async fn tls_modes_behave_like_libpq() {
     if ssl != "on" {
         // The server offers no TLS: require must fail, prefer must fall back.
         let err = pool(&db, None, TlsMode::Require).check().await.unwrap_err();
-        assert!(err.to_string().contains("TLS") || err.to_string().contains("SSL"), "{err}");
+        assert!(
+            err.to_string().contains("TLS") || err.to_string().contains("SSL"),
+            "{err}"
+        );
         assert!(!session_uses_tls(&pool(&db, None, TlsMode::Prefer)).await);
         return;
     }
 
-    assert!(session_uses_tls(&pool(&db, None, TlsMode::Prefer)).await, "prefer: TLS when offered");
-    assert!(session_uses_tls(&pool(&db, None, TlsMode::Require)).await, "require: TLS");
+    assert!(
+        session_uses_tls(&pool(&db, None, TlsMode::Prefer)).await,
+        "prefer: TLS when offered"
+    );
+    assert!(
+        session_uses_tls(&pool(&db, None, TlsMode::Require)).await,
+        "require: TLS"
+    );
 
     // verify-full against the Mozilla roots: the self-signed certificate is refused.
     let err = pool(&db, None, TlsMode::VerifyFull { ca_file: None })
         .check()
         .await
         .unwrap_err();
-    assert!(!err.is_transient(), "a certificate error is not transient: {err:?}");
+    assert!(
+        !err.is_transient(),
+        "a certificate error is not transient: {err:?}"
+    );
 
     // verify-full trusting the server's own certificate, for the name it carries.
     let ca = PathBuf::from(&cert_file);
