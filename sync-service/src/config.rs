@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 mod env;
 mod validate;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 pub use validate::validate_identifier;
 

@@ -57,6 +57,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod service;
 pub mod source;
+pub mod telemetry;
 pub mod types;
 pub mod write;
 

@@ -71,15 +71,11 @@ impl From<SelectionArgs> for Selection {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn")),
-        )
-        .init();
     let cli = Cli::parse();
-    match execute(cli.command).await {
+    let telemetry = sync_service::telemetry::Telemetry::init();
+    let result = execute(cli.command).await;
+    telemetry.shutdown();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,15 @@ pub struct ProjectionLabel {
 pub struct StageLabel {
     /// Pipeline stage.
     pub stage: String,
+}
+
+/// Label of per-partition series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
 }
 
 /// Label of skipped-message series.
@@ -53,6 +63,11 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Seconds spent writing a batch to MongoDB.
     pub write_latency: Histogram,
+    /// Messages behind per partition: the partition's high watermark (from fetch
+    /// responses) minus the group's committed offset.
+    pub lag: Family<PartitionLabel, Gauge>,
+    /// Committed offset per partition.
+    pub committed: Family<PartitionLabel, Gauge>,
     registry: Arc<Registry>,
 }
 
@@ -73,6 +88,18 @@ impl Metrics {
         let skipped = Family::<KindLabel, Counter>::default();
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let write_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let lag = Family::<PartitionLabel, Gauge>::default();
+        let committed = Family::<PartitionLabel, Gauge>::default();
+        registry.register(
+            "consumer_lag",
+            "Messages behind the partition's end, from committed offsets",
+            lag.clone(),
+        );
+        registry.register(
+            "committed_offset",
+            "Committed offset per partition",
+            committed.clone(),
+        );
         registry.register("changes_consumed", "Messages consumed", consumed.clone());
         registry.register(
             "changes_applied",
@@ -108,6 +135,8 @@ impl Metrics {
             skipped,
             batch_size,
             write_latency,
+            lag,
+            committed,
             registry: Arc::new(registry),
         }
     }

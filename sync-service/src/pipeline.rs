@@ -6,8 +6,11 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use cqrs_mongo::{CheckpointUpdate, ItemOutcome};
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage};
 use crate::decode::{DecodeError, DecodedRecord, Decoder, RawRecord};
@@ -72,7 +75,28 @@ impl Pipeline {
         batch: &[OwnedMessage],
         shutdown: &CancellationToken,
     ) -> Result<BatchReport, Interrupted> {
+        let span = tracing::info_span!(
+            "sync.batch",
+            messages = batch.len(),
+            trace_id = tracing::field::Empty
+        );
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::trace::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
+        self.process_in(batch, shutdown, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn process_in(
+        &self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+        batch_span: &tracing::Span,
+    ) -> Result<BatchReport, Interrupted> {
         let mut fates = Vec::with_capacity(batch.len());
+        let mut upstream: Vec<Option<SpanContext>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
         let mut failed_keys: HashMap<KeyRef, String> = HashMap::new();
         for message in batch {
@@ -84,15 +108,20 @@ impl Pipeline {
                 .inc();
             let key = KeyRef::of(message);
             let behind = failed_keys.get(&key).cloned();
-            let fate = if behind.is_some() || self.dead_letters.parked(&key) {
-                Fate::Failed(Failure {
+            let (fate, context) = if behind.is_some() || self.dead_letters.parked(&key) {
+                let held = Fate::Failed(Failure {
                     stage: Stage::HeldBack,
                     error: "held back behind an earlier dead letter of the same key".into(),
                     behind,
-                })
+                });
+                (held, upstream_of(message, None))
             } else {
                 self.plan(message, &mut planned, shutdown).await?
             };
+            if let Some(context) = &context {
+                batch_span.add_link(context.clone());
+            }
+            upstream.push(context);
             if matches!(fate, Fate::Failed(_)) {
                 failed_keys.insert(
                     key,
@@ -103,14 +132,19 @@ impl Pipeline {
         }
 
         let checkpoints = checkpoints(batch, &fates, &planned);
-        let written = self.writer.write(&planned, checkpoints, shutdown).await?;
+        let written = self
+            .writer
+            .write(&planned, checkpoints, shutdown)
+            .instrument(tracing::info_span!("sync.write", writes = planned.len()))
+            .await?;
+        trace_projections(&planned, &written.outcomes);
         self.metrics
             .write_latency
             .observe(written.latency.as_secs_f64());
         self.metrics.batch_size.observe(batch.len() as f64);
 
         let mut report = BatchReport::default();
-        for (message, fate) in batch.iter().zip(fates.iter_mut()) {
+        for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
             if let Fate::Planned(range) = fate {
                 let range = range.clone();
                 for (p, outcome) in planned[range.clone()].iter().zip(&written.outcomes[range]) {
@@ -151,6 +185,9 @@ impl Pipeline {
                 }
                 Fate::Planned(_) => {}
             }
+            if let Some(context) = context {
+                trace_apply(message, fate, context);
+            }
             let next = report
                 .offsets
                 .entry((message.topic().to_owned(), message.partition()))
@@ -166,13 +203,14 @@ impl Pipeline {
         message: &OwnedMessage,
         planned: &mut Vec<Planned>,
         shutdown: &CancellationToken,
-    ) -> Result<Fate, Interrupted> {
+    ) -> Result<(Fate, Option<SpanContext>), Interrupted> {
         let failed = |stage, error: String| {
-            Fate::Failed(Failure {
+            let fate = Fate::Failed(Failure {
                 stage,
                 error,
                 behind: None,
-            })
+            });
+            (fate, upstream_of(message, None))
         };
         let decoded = match self.decode(message, shutdown).await? {
             Ok(decoded) => decoded,
@@ -180,18 +218,20 @@ impl Pipeline {
         };
         let change = match self.parser.parse(&decoded) {
             Ok(Event::Change(change)) => change,
-            Ok(other) => return Ok(Fate::Skipped(other.kind())),
+            Ok(other) => return Ok((Fate::Skipped(other.kind()), upstream_of(message, None))),
             Err(e) => return Ok(failed(Stage::Envelope, e.to_string())),
         };
-        match self.projections.plan(&change) {
-            Ok(writes) if writes.is_empty() => Ok(Fate::Skipped("unmapped")),
+        let context = upstream_of(message, change.after.as_ref());
+        let fate = match self.projections.plan(&change) {
+            Ok(writes) if writes.is_empty() => Fate::Skipped("unmapped"),
             Ok(writes) => {
                 let start = planned.len();
                 planned.extend(writes);
-                Ok(Fate::Planned(start..planned.len()))
+                Fate::Planned(start..planned.len())
             }
-            Err(e) => Ok(failed(Stage::Map, e.to_string())),
-        }
+            Err(e) => return Ok(failed(Stage::Map, e.to_string())),
+        };
+        Ok((fate, context))
     }
 
     /// Decodes, retrying while the registry is unreachable.
@@ -252,6 +292,56 @@ impl Pipeline {
             })
             .inc();
         Ok(())
+    }
+}
+
+fn headers_of(message: &OwnedMessage) -> impl Iterator<Item = (&str, &[u8])> {
+    message
+        .headers()
+        .into_iter()
+        .flat_map(|h| h.iter())
+        .filter_map(|h| h.value.map(|v| (h.key, v)))
+}
+
+fn upstream_of(message: &OwnedMessage, row: Option<&bson::Document>) -> Option<SpanContext> {
+    crate::telemetry::upstream_context(headers_of(message), row)
+}
+
+/// A span in the message's own trace recording what became of it.
+fn trace_apply(message: &OwnedMessage, fate: &Fate, upstream: &SpanContext) {
+    let outcome = match fate {
+        Fate::Skipped(kind) => *kind,
+        Fate::Planned(_) => "applied",
+        Fate::Failed(_) => "dead_lettered",
+    };
+    let span = tracing::info_span!(
+        "sync.apply",
+        topic = message.topic(),
+        partition = message.partition(),
+        offset = message.offset(),
+        outcome,
+        trace_id = %upstream.trace_id(),
+    );
+    // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
+    let _ =
+        span.set_parent(opentelemetry::Context::new().with_remote_span_context(upstream.clone()));
+    span.in_scope(|| tracing::debug!("change applied to the read side"));
+}
+
+/// One span per projection of the batch with its applied and stale counts.
+fn trace_projections(planned: &[Planned], outcomes: &[ItemOutcome]) {
+    let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
+    for (p, outcome) in planned.iter().zip(outcomes) {
+        let (Planned::Write { projection, .. } | Planned::Truncate { projection, .. }) = p;
+        let entry = counts.entry(projection).or_default();
+        match outcome {
+            ItemOutcome::Applied => entry.0 += 1,
+            ItemOutcome::Stale => entry.1 += 1,
+            ItemOutcome::Failed(_) => entry.2 += 1,
+        }
+    }
+    for (projection, (applied, stale, failed)) in counts {
+        tracing::info_span!("sync.projection", projection, applied, stale, failed).in_scope(|| {});
     }
 }
 

@@ -118,17 +118,24 @@ impl SyncService {
         // Keys parked by dead letters of earlier runs stay held back.
         pipeline.dead_letters.refresh().await?;
         let pipeline = Arc::new(pipeline);
-        let consumer = Arc::new(source::subscribe(&self.config.kafka)?);
+        let consumer = Arc::new(source::subscribe(
+            &self.config.kafka,
+            pipeline.metrics.clone(),
+        )?);
         tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
 
         let refresher = tokio::spawn(refresh_parked_keys(
             pipeline.dead_letters.clone(),
             shutdown.clone(),
         ));
+        let progress = Arc::new(Progress::default());
         let http = serve_http(
             &self.config.http.listen,
-            Arc::clone(&pipeline),
-            Arc::clone(&consumer),
+            HttpState {
+                pipeline: Arc::clone(&pipeline),
+                consumer: Arc::clone(&consumer),
+                progress: Arc::clone(&progress),
+            },
             shutdown.clone(),
         )
         .await?;
@@ -142,6 +149,7 @@ impl SyncService {
             handles.push(tokio::spawn(worker(
                 Arc::clone(&pipeline),
                 Arc::clone(&consumer),
+                Arc::clone(&progress),
                 rx,
                 self.config.batch.clone(),
                 shutdown.clone(),
@@ -157,6 +165,7 @@ impl SyncService {
                         Some(Ok(message)) => {
                             let message = message.detach();
                             let w = worker_of(&message, workers);
+                            progress.dispatched();
                             if senders[w].send(message).await.is_err() {
                                 break;
                             }
@@ -224,6 +233,7 @@ pub async fn build_pipeline(
         "session.timeout.ms",
         "enable.partition.eof",
         "enable.auto.offset.store",
+        "statistics.interval.ms",
     ] {
         producer_config.remove(key);
     }
@@ -247,6 +257,43 @@ pub async fn build_pipeline(
     })
 }
 
+/// Work in flight and the time of the last settled batch, for the readiness probe.
+#[derive(Default)]
+struct Progress {
+    in_flight: std::sync::atomic::AtomicUsize,
+    last_settled: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl Progress {
+    fn dispatched(&self) {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn settled(&self, messages: usize) {
+        self.in_flight
+            .fetch_sub(messages, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut last) = self.last_settled.lock() {
+            *last = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Work is waiting and nothing settled for `after`.
+    fn stuck(&self, after: Duration) -> bool {
+        let waiting = self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
+        let idle = self
+            .last_settled
+            .lock()
+            .ok()
+            .and_then(|l| *l)
+            .is_some_and(|t| t.elapsed() > after);
+        waiting && idle
+    }
+}
+
+/// How long work may wait without any batch settling before `/readyz` reports stuck.
+const STUCK_AFTER: Duration = Duration::from_secs(60);
+
 /// All messages of one partition go to the same worker, so order per key holds.
 fn worker_of(message: &OwnedMessage, workers: usize) -> usize {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -258,6 +305,7 @@ fn worker_of(message: &OwnedMessage, workers: usize) -> usize {
 async fn worker(
     pipeline: Arc<Pipeline>,
     consumer: Arc<Source>,
+    progress: Arc<Progress>,
     mut rx: mpsc::Receiver<OwnedMessage>,
     batch: crate::config::BatchConfig,
     shutdown: CancellationToken,
@@ -272,7 +320,10 @@ async fn worker(
             }
         }
         match pipeline.process(&messages, &shutdown).await {
-            Ok(report) => store_offsets(&consumer, &report.offsets),
+            Ok(report) => {
+                store_offsets(&consumer, &report.offsets);
+                progress.settled(messages.len());
+            }
             Err(interrupted) => {
                 tracing::warn!(%interrupted, messages = messages.len(), "batch left uncommitted; it will be redelivered");
                 break;
@@ -312,12 +363,12 @@ async fn refresh_parked_keys(dead_letters: DeadLetters, shutdown: CancellationTo
 struct HttpState {
     pipeline: Arc<Pipeline>,
     consumer: Arc<Source>,
+    progress: Arc<Progress>,
 }
 
 async fn serve_http(
     listen: &str,
-    pipeline: Arc<Pipeline>,
-    consumer: Arc<Source>,
+    state: HttpState,
     shutdown: CancellationToken,
 ) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
     if listen.is_empty() {
@@ -333,7 +384,7 @@ async fn serve_http(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
-        .with_state(HttpState { pipeline, consumer });
+        .with_state(state);
     Ok(Some(tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -356,6 +407,12 @@ async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
     }
     if !state.pipeline.writer.is_healthy() {
         return (StatusCode::SERVICE_UNAVAILABLE, "mongodb unavailable");
+    }
+    if state.progress.stuck(STUCK_AFTER) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stuck: no batch settled for 60 s",
+        );
     }
     (StatusCode::OK, "ready")
 }

@@ -11,11 +11,37 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use crate::config::KafkaConfig;
+use crate::metrics::{Metrics, PartitionLabel};
 
-/// Logs group membership changes.
-pub struct SourceContext;
+/// Logs group membership changes and turns librdkafka statistics into lag metrics.
+pub struct SourceContext {
+    metrics: Metrics,
+}
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, t) in &statistics.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's "unassigned partition"; negative offsets are "unknown".
+                if *partition < 0 || p.committed_offset < 0 || p.hi_offset < 0 {
+                    continue;
+                }
+                let label = PartitionLabel {
+                    topic: topic.clone(),
+                    partition: *partition,
+                };
+                self.metrics
+                    .committed
+                    .get_or_create(&label)
+                    .set(p.committed_offset);
+                self.metrics
+                    .lag
+                    .get_or_create(&label)
+                    .set((p.hi_offset - p.committed_offset).max(0));
+            }
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn pre_rebalance(
@@ -59,7 +85,10 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // LATEST is not reliable here, see STACK-NOTES, and a read model wants it all).
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Lag comes from the statistics: high watermarks of fetch responses (the broker's
+        // ListOffsets(LATEST) is not reliable here) against committed offsets.
+        .set("statistics.interval.ms", "5000");
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
@@ -68,8 +97,8 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 }
 
 /// Creates the consumer and subscribes to the configured topics and/or regex.
-pub fn subscribe(kafka: &KafkaConfig) -> Result<Source, KafkaError> {
-    let consumer: Source = client_config(kafka).create_with_context(SourceContext)?;
+pub fn subscribe(kafka: &KafkaConfig, metrics: Metrics) -> Result<Source, KafkaError> {
+    let consumer: Source = client_config(kafka).create_with_context(SourceContext { metrics })?;
     let mut topics: Vec<String> = kafka.topics.clone();
     if let Some(regex) = kafka.topic_regex.as_deref().filter(|r| !r.is_empty()) {
         topics.push(format!("^{}", regex.trim_start_matches('^')));
