@@ -48,10 +48,12 @@ infrastructure-logs: ## tail the logs of every component
 test-compose-config: ## validate docker/docker-compose.yml (works without a Docker engine)
 	@scripts/validate-compose.sh
 
+# `cargo test --workspace` runs unit, integration, end-to-end and doc tests and builds the
+# examples (`--all-targets` would skip the doctests and run the harness-less benchmarks).
 test-rust: toolchain ## run every Rust test (needs the stack up)
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) test --workspace --no-fail-fast
 
-test: toolchain infrastructure-up test-compose-config test-rust ## install, start the stack, run every test
+test: toolchain infrastructure-up test-compose-config test-rust lint ## install, start the stack, run every test, lint
 
 demo: toolchain infrastructure-up ## run the main job
 	$(CARGO) run --release -p cqrs-examples --example quickstart
