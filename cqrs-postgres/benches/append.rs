@@ -254,6 +254,7 @@ enum Variant {
 
 struct Sample {
     commands: usize,
+    cpu_us: u64,
     elapsed: Duration,
     latencies_us: Vec<u64>,
 }
@@ -266,6 +267,7 @@ async fn run(
     baseline: &Arc<Baseline>,
 ) -> Sample {
     let started = Instant::now();
+    let cpu_before = process_cpu_us();
     let deadline = started + duration;
     let mut tasks = Vec::with_capacity(clients);
     for _ in 0..clients {
@@ -300,10 +302,30 @@ async fn run(
         latencies_us.extend(task.await.expect("client task"));
     }
     Sample {
+        cpu_us: process_cpu_us().saturating_sub(cpu_before),
         commands: latencies_us.len(),
         elapsed: started.elapsed(),
         latencies_us,
     }
+}
+
+/// CPU time of this whole process (all threads) in microseconds, from /proc (Linux);
+/// 0 when unavailable.
+fn process_cpu_us() -> u64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0;
+    };
+    // Fields after the command name (which is in parentheses): utime is the 14th field,
+    // stime the 15th, in clock ticks (100 per second on Linux).
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum())
+        .unwrap_or(0);
+    ticks * 10_000
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -316,6 +338,7 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 struct Figures {
     per_second: f64,
+    cpu_us_per_command: f64,
     p50_ms: f64,
     p99_ms: f64,
 }
@@ -323,10 +346,12 @@ struct Figures {
 fn merge(samples: Vec<Sample>) -> Figures {
     let commands: usize = samples.iter().map(|s| s.commands).sum();
     let seconds: f64 = samples.iter().map(|s| s.elapsed.as_secs_f64()).sum();
+    let cpu: u64 = samples.iter().map(|s| s.cpu_us).sum();
     let mut all: Vec<u64> = samples.into_iter().flat_map(|s| s.latencies_us).collect();
     all.sort_unstable();
     Figures {
         per_second: commands as f64 / seconds,
+        cpu_us_per_command: cpu as f64 / commands.max(1) as f64,
         p50_ms: percentile(&all, 50.0),
         p99_ms: percentile(&all, 99.0),
     }
@@ -397,8 +422,8 @@ async fn bench(slice: Duration, smoke: bool) {
         slice.as_secs_f64()
     );
     println!(
-        "{:>7}  {:<9} {:>10} {:>9} {:>9}",
-        "clients", "variant", "cmds/s", "p50 ms", "p99 ms"
+        "{:>7}  {:<9} {:>10} {:>9} {:>9} {:>17}",
+        "clients", "variant", "cmds/s", "p50 ms", "p99 ms", "client CPU us/cmd"
     );
     let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
         .ok()
@@ -442,8 +467,8 @@ async fn bench(slice: Duration, smoke: bool) {
         let (lib, base) = (merge(lib), merge(base));
         for (name, f) in [("library", &lib), ("baseline", &base)] {
             println!(
-                "{clients:>7}  {name:<9} {:>10.0} {:>9.2} {:>9.2}",
-                f.per_second, f.p50_ms, f.p99_ms
+                "{clients:>7}  {name:<9} {:>10.0} {:>9.2} {:>9.2} {:>17.0}",
+                f.per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_command
             );
         }
         println!(
