@@ -205,6 +205,52 @@ impl Scenario {
         SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
 
+    /// A sync config consuming the topics matching `topic_regex` (librdkafka syntax,
+    /// without the leading `^`) with consumer group `group` into this database, with the
+    /// given `[[projection]]` sections (`{s}` stands for the schema).
+    pub fn config_for_topics(
+        &self,
+        topic_regex: &str,
+        group: &str,
+        projections: &str,
+    ) -> SyncConfig {
+        let text = format!(
+            r#"
+            [kafka]
+            bootstrap_servers = "{kafka}"
+            group_id = "{group}"
+            topic_regex = "{topic_regex}"
+            session_timeout_ms = 6000
+            [kafka.properties]
+            "topic.metadata.refresh.interval.ms" = "500"
+            [schema_registry]
+            url = "{registry}"
+            [mongodb]
+            uri = "{mongo}"
+            database = "{database}"
+            [batch]
+            max_size = 200
+            max_wait_ms = 20
+            [retry]
+            initial_backoff_ms = 50
+            max_backoff_ms = 1000
+            [dead_letter]
+            topic = "{dlq}"
+            [http]
+            listen = ""
+            {projections}
+            "#,
+            kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+            registry = self.contract.require("SCHEMA_REGISTRY_URL"),
+            mongo = self.contract.require("MONGODB_URI"),
+            topic_regex = topic_regex.replace('\\', "\\\\"),
+            database = self.database,
+            dlq = self.dlq_topic,
+            projections = projections.replace("{s}", &self.schema),
+        );
+        SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+
     /// Every document of a collection (tombstones included), by `_id`.
     pub async fn all_docs(&self, collection: &str) -> Vec<Document> {
         self.mongo
@@ -275,5 +321,66 @@ impl Running {
             .expect("sync-service did not stop within 30 s")
             .expect("sync-service task panicked")
             .expect("sync-service returned an error");
+    }
+}
+
+/// Drops a scenario's schema and MongoDB database when dropped, also when the test panics
+/// (on a thread of its own: `Drop` cannot await). Disarmed by [`CleanupGuard::disarm`].
+pub struct CleanupGuard {
+    database_url: String,
+    mongo_uri: String,
+    schema: String,
+    database: String,
+    armed: bool,
+}
+
+impl Scenario {
+    /// A guard that removes this scenario's schema and database even if the test fails.
+    pub fn cleanup_guard(&self) -> CleanupGuard {
+        CleanupGuard {
+            database_url: self.contract.require("DATABASE_URL").to_owned(),
+            mongo_uri: self.contract.require("MONGODB_URI").to_owned(),
+            schema: self.schema.clone(),
+            database: self.database.clone(),
+            armed: true,
+        }
+    }
+}
+
+impl CleanupGuard {
+    /// Nothing to do any more (the test cleaned up itself).
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for CleanupGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (url, uri) = (self.database_url.clone(), self.mongo_uri.clone());
+        let (schema, database) = (self.schema.clone(), self.database.clone());
+        let cleanup = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if let Ok((pg, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+                    tokio::spawn(conn);
+                    if let Err(e) = pg
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))
+                        .await
+                    {
+                        eprintln!("cleanup: dropping schema {schema} failed: {e}");
+                    }
+                }
+                if let Ok(client) = mongodb::Client::with_uri_str(&uri).await {
+                    let _ = client.database(&database).drop().await;
+                }
+            });
+        });
+        let _ = cleanup.join();
     }
 }
