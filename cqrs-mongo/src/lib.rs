@@ -56,6 +56,8 @@ pub mod guard;
 pub mod indexes;
 pub mod model;
 pub mod repository;
+#[cfg(feature = "vault")]
+pub mod vault;
 pub mod wait;
 
 pub use bson;

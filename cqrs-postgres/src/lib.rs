@@ -63,6 +63,8 @@ mod roles;
 mod schema;
 mod store;
 mod tls;
+#[cfg(feature = "vault")]
+pub mod vault;
 
 pub use config::{PoolOptions, PostgresConfig};
 pub use credentials::{
