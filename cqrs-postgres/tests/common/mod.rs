@@ -6,9 +6,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test support: a panic is a failure
 
 use std::sync::Mutex;
+use std::time::Duration;
 
 use cqrs_core::{Aggregate, DomainEvent};
-use cqrs_postgres::{PgPool, PostgresConfig, SchemaName};
+use cqrs_postgres::{PgPool, PoolOptions, PostgresConfig, SchemaName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -64,9 +65,17 @@ impl TestDb {
     pub async fn with_pool_size(size: usize) -> TestDb {
         let url = database_url();
         let schema = random_name("t");
+        // Generous timeouts: CI machines are small and busy (TLS + SCRAM per new
+        // connection), and a slow connect must not be mistaken for a store failure.
         let config = PostgresConfig::from_url(&url, &schema)
             .expect("DATABASE_URL must be a valid PostgreSQL URL")
-            .max_connections(size);
+            .pool_options(PoolOptions {
+                max_size: size,
+                wait_timeout: Some(Duration::from_secs(60)),
+                create_timeout: Some(Duration::from_secs(30)),
+                recycle_timeout: Some(Duration::from_secs(30)),
+            })
+            .connect_timeout(Duration::from_secs(30));
         let pool = PgPool::new(&config).expect("the pool must build");
         if let Err(e) = pool.check().await {
             panic!(
