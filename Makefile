@@ -55,8 +55,8 @@ test-rust: toolchain ## run every Rust test (needs the stack up)
 
 test: toolchain infrastructure-up test-compose-config test-rust lint ## install, start the stack, run every test, lint
 
-demo: toolchain infrastructure-up ## run the main job
-	$(CARGO) run --release -p cqrs-examples --example quickstart
+demo: toolchain infrastructure-up ## order -> stock -> invoice -> payment -> dashboard across three services (debug build, shared with make test)
+	$(CARGO) run -p cqrs-examples --bin demo
 
 bench: toolchain infrastructure-up ## run the benchmark harnesses (figures go to BENCHMARKS.md by hand)
 	$(CARGO) bench --workspace

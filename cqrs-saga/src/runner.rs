@@ -137,6 +137,7 @@ struct Counters {
     rejected: AtomicU64,
     retries: AtomicU64,
     poisoned: AtomicU64,
+    assigned: std::sync::atomic::AtomicBool,
 }
 
 impl RunnerStats {
@@ -163,6 +164,11 @@ impl RunnerStats {
     /// Retries after transient failures.
     pub fn retries(&self) -> u64 {
         self.0.retries.load(Ordering::Relaxed)
+    }
+    /// True once the consumer group assigned partitions to the runner: events published
+    /// from now on are handled without the group-join delay.
+    pub fn is_assigned(&self) -> bool {
+        self.0.assigned.load(Ordering::Relaxed)
     }
     /// Events skipped because they can never be handled.
     pub fn poisoned(&self) -> u64 {
@@ -345,9 +351,14 @@ impl SagaRunner {
         }
         {
             let mut stream = consumer.stream();
+            let mut assignment = tokio::time::interval(Duration::from_millis(100));
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
+                    _ = assignment.tick() => {
+                        let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
+                        shared.stats.0.assigned.store(assigned, Ordering::Relaxed);
+                    }
                     next = stream.next() => match next {
                         Some(Ok(message)) => {
                             let message = message.detach();

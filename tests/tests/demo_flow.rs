@@ -1,0 +1,138 @@
+//! The demo's order-to-dashboard flow end to end through the real stack (the same code
+//! `make demo` runs), with run-unique names: three services in their own schemas and
+//! login roles, reacting through the outbox topics, projected into MongoDB by the
+//! embedded sync-service. Asserts the final read models and the compensation path.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use bson::{Document, doc};
+use cqrs_examples::app::{DemoNames, Stack, run_flow};
+use cqrs_examples::env::Env;
+use cqrs_examples::read_models::{self, RECEIVABLES, SALES_BY_HOUR, STOCK_LEVELS};
+
+async fn one(db: &mongodb::Database, collection: &str, id: &str) -> Document {
+    db.collection::<Document>(collection)
+        .find_one(doc! { "_id": id })
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{collection}/{id} missing"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn order_to_dashboard_with_compensation() {
+    let run = uuid::Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let names = DemoNames::unique(&run);
+    let stack = Stack::start(&Env::load(), &names)
+        .await
+        .unwrap_or_else(|e| panic!("demo stack did not start (make infrastructure-up?): {e}"));
+    let warehouse = format!("wh-{run}");
+    let skus = [
+        format!("widget-{run}"),
+        format!("gadget-{run}"),
+        format!("gizmo-{run}"),
+    ];
+    let report = run_flow(
+        &stack,
+        &run,
+        &warehouse,
+        [skus[0].as_str(), skus[1].as_str(), skus[2].as_str()],
+    )
+    .await
+    .unwrap();
+    println!(
+        "order -> dashboard {:?}, -> invoice {:?}, payment -> completed {:?}, order -> cancelled {:?}",
+        report.order_to_dashboard,
+        report.order_to_invoice,
+        report.payment_to_completed,
+        report.order_to_cancelled
+    );
+
+    // The order that went through: one document joining orders and billing.
+    let done = &report.completed;
+    assert_eq!(done.status.as_deref(), Some("completed"));
+    assert_eq!(done.lines.len(), 2);
+    assert_eq!(done.total_cents, Some(2 * 1250 + 4999));
+    let invoice = done.invoice.as_ref().expect("invoice section");
+    assert_eq!(invoice.invoice_id, format!("inv-order-{run}-1"));
+    assert_eq!(invoice.amount_cents, 7499);
+    assert_eq!(
+        done.payment.as_ref().expect("payment section").payment_id,
+        format!("pay-{run}-1")
+    );
+
+    // The compensation: stock rejected -> order cancelled, never invoiced.
+    let cancelled = &report.cancelled;
+    assert_eq!(cancelled.status.as_deref(), Some("cancelled"));
+    assert!(
+        cancelled
+            .cancel_reason
+            .as_deref()
+            .is_some_and(|r| r.contains("1000 wanted, 1 available")),
+        "{cancelled:?}"
+    );
+    assert!(cancelled.invoice.is_none() && cancelled.payment.is_none());
+
+    // Stock levels per product.
+    let db = stack.db();
+    let widget = one(&db, STOCK_LEVELS, &format!("{warehouse}/{}", skus[0])).await;
+    assert_eq!(
+        (
+            widget.get_i64("on_hand"),
+            widget.get_i64("reserved"),
+            widget.get_i64("available")
+        ),
+        (Ok(10), Ok(2), Ok(8))
+    );
+    let gizmo = one(&db, STOCK_LEVELS, &format!("{warehouse}/{}", skus[2])).await;
+    assert_eq!(
+        gizmo.get_i64("reserved"),
+        Ok(0),
+        "a rejected order reserves nothing"
+    );
+
+    // Sales per hour: the completed order counts, the cancelled one does not.
+    let sale = one(&db, SALES_BY_HOUR, &format!("order-{run}-1")).await;
+    assert_eq!(sale.get_str("status"), Ok("completed"));
+    let lost = one(&db, SALES_BY_HOUR, &format!("order-{run}-2")).await;
+    assert_eq!(lost.get_str("status"), Ok("cancelled"));
+    let hours = read_models::sales_per_hour(&db, 2).await.unwrap();
+    assert!(
+        hours
+            .iter()
+            .any(|h| h.orders >= 1 && h.revenue_cents >= 7499),
+        "{hours:?}"
+    );
+
+    // Receivables: the invoice is paid, so it ages no more.
+    let receivable = eventually_paid(&db, &invoice.invoice_id).await;
+    assert_eq!(receivable.get_str("customer"), Ok("ada"));
+
+    // The reaction loops: orders compensated once on StockRejected.
+    let compensated: u64 = stack
+        .runners
+        .iter()
+        .filter(|(name, _)| *name == "orders")
+        .map(|(_, s)| s.compensated())
+        .sum();
+    assert!(compensated >= 1);
+    assert!(
+        report.order_to_dashboard < Duration::from_secs(10),
+        "order -> dashboard took {:?}",
+        report.order_to_dashboard
+    );
+    stack.stop().await;
+    let _ = db.drop().await;
+}
+
+async fn eventually_paid(db: &mongodb::Database, invoice_id: &str) -> Document {
+    for _ in 0..300 {
+        let d = one(db, RECEIVABLES, invoice_id).await;
+        if d.get_bool("paid") == Ok(true) {
+            return d;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("receivable {invoice_id} never marked paid");
+}
