@@ -387,10 +387,27 @@ pub async fn run_flow(
     warehouse: &str,
     skus: [&str; 3],
 ) -> Result<FlowReport, DemoError> {
+    restock(stack, warehouse, skus).await?;
+    place_orders(stack, run, warehouse, skus).await
+}
+
+/// Restocks the three products (10, 5 and 1) and waits until the dashboard shows it,
+/// which also proves the CDC pipeline into MongoDB is live.
+pub async fn restock(stack: &Stack, warehouse: &str, skus: [&str; 3]) -> Result<(), DemoError> {
+    for (sku, qty) in skus.into_iter().zip([10, 5, 1]) {
+        stack.restock(warehouse, sku, qty).await?;
+    }
+    Ok(())
+}
+
+/// The two orders of [`run_flow`], after [`restock`].
+pub async fn place_orders(
+    stack: &Stack,
+    run: &str,
+    warehouse: &str,
+    skus: [&str; 3],
+) -> Result<FlowReport, DemoError> {
     let [widget, gadget, gizmo] = skus;
-    stack.restock(warehouse, widget, 10).await?;
-    stack.restock(warehouse, gadget, 5).await?;
-    stack.restock(warehouse, gizmo, 1).await?;
 
     // 1. An order that goes through.
     let order_id = format!("order-{run}-1");

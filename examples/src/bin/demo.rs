@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use chrono::Utc;
-use cqrs_examples::app::{DemoError, DemoNames, FlowReport, Stack, run_flow};
+use cqrs_examples::app::{DemoError, DemoNames, FlowReport, Stack, place_orders, restock};
 use cqrs_examples::env::Env;
 use cqrs_examples::read_models::{self, euros};
 
@@ -121,8 +121,14 @@ async fn demo() -> Result<(), DemoError> {
         "cqrs-toolkit demo, run {run}: starting the orders, inventory and billing services and the sync-service"
     );
     let stack = Stack::start(&env, &DemoNames::demo()).await?;
-    dashboard(&stack, "before").await?;
-    let report_result = run_flow(&stack, &run, WAREHOUSE, SKUS).await;
+    // Restocking first also waits until the read side is live (the dashboard shows it).
+    let report_result = match restock(&stack, WAREHOUSE, SKUS).await {
+        Ok(()) => {
+            dashboard(&stack, "before (after this run's restock)").await?;
+            place_orders(&stack, &run, WAREHOUSE, SKUS).await
+        }
+        Err(e) => Err(e),
+    };
     let result = match report_result {
         Ok(r) => {
             dashboard(&stack, "after").await?;
