@@ -76,6 +76,12 @@ pub struct BulkOptions {
     /// Largest number of statements in one `update` command
     /// ([`BulkStrategy::PerCollection`]; the client-level command is split by the driver).
     pub max_statements: usize,
+    /// Insert new documents first: the first full replace (or tombstone) of each document
+    /// in a batch is sent as an unordered `insert_many`, and only the duplicate keys go
+    /// through the guarded upsert. Inserting where no document exists is exactly what the
+    /// guarded upsert would do, at insert speed (snapshots, bulk loads). When most inserts
+    /// meet existing documents (update-heavy loads) the writer stops trying for a while.
+    pub insert_first: bool,
 }
 
 impl Default for BulkOptions {
@@ -85,6 +91,7 @@ impl Default for BulkOptions {
             confirm_stale: true,
             version_field: "_version".to_string(),
             max_statements: 10_000,
+            insert_first: true,
         }
     }
 }
@@ -219,6 +226,13 @@ struct Unit {
     slot: Slot,
 }
 
+/// Units settled by the insert-first pass.
+#[derive(Debug, Default)]
+struct Inserted {
+    settled: Vec<(Slot, ItemOutcome)>,
+    requests: usize,
+}
+
 /// Raw result of one unit in one request.
 #[derive(Debug, Clone)]
 enum Raw {
@@ -265,7 +279,12 @@ pub struct BulkWriter {
     options: BulkOptions,
     fields: VersionFields,
     resolved: Arc<OnceCell<BulkStrategy>>,
+    /// Batches left before insert-first is tried again after a mostly-duplicate attempt.
+    insert_first_pause: Arc<std::sync::atomic::AtomicU32>,
 }
+
+/// Batches to skip insert-first after an attempt where most inserts met existing documents.
+const INSERT_FIRST_PAUSE: u32 = 16;
 
 impl BulkWriter {
     /// A writer with default options, checkpoints in the default store.
@@ -277,6 +296,7 @@ impl BulkWriter {
             client,
             options,
             resolved: Arc::new(OnceCell::new()),
+            insert_first_pause: Arc::default(),
         }
     }
 
@@ -466,7 +486,18 @@ impl BulkWriter {
         }
 
         let mut requests = 0;
-        for round in rounds {
+        for (n, mut round) in rounds.into_iter().enumerate() {
+            // Only a document's first write of the batch may be an insert.
+            if n == 0 && self.use_insert_first() {
+                let inserted = self.insert_first(&mut round).await?;
+                requests += inserted.requests;
+                for (slot, outcome) in inserted.settled {
+                    match slot {
+                        Slot::Item(i) => items[i] = Some(outcome),
+                        Slot::Checkpoint(j) => cp_out[j] = Some(outcome),
+                    }
+                }
+            }
             let (outcomes, sent) = self.run_round(strategy, &round).await?;
             requests += sent;
             for (unit, outcome) in round.iter().zip(outcomes) {
@@ -496,6 +527,117 @@ impl BulkWriter {
                 .collect(),
             requests,
         })
+    }
+
+    fn use_insert_first(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        if !self.options.insert_first {
+            return false;
+        }
+        let paused = self.insert_first_pause.load(Ordering::Relaxed);
+        if paused > 0 {
+            self.insert_first_pause.store(paused - 1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Inserts the full replacements of `round` that create new documents; removes the
+    /// settled units from `round` and returns their outcomes. Duplicate keys stay in
+    /// `round` for the guarded path.
+    async fn insert_first(&self, round: &mut Vec<Unit>) -> Result<Inserted> {
+        let mut by_ns: HashMap<Namespace, Vec<usize>> = HashMap::new();
+        for (i, unit) in round.iter().enumerate() {
+            if matches!(unit.slot, Slot::Item(_)) && matches!(unit.body, OpBody::Replace(_)) {
+                by_ns.entry(unit.ns.clone()).or_default().push(i);
+            }
+        }
+        let candidates: usize = by_ns.values().map(Vec::len).sum();
+        if candidates == 0 {
+            return Ok(Inserted::default());
+        }
+        let mut settled: HashMap<usize, ItemOutcome> = HashMap::new();
+        let mut requests = 0;
+        let mut duplicates = 0;
+        for (ns, indexes) in by_ns {
+            let docs: Vec<Document> = indexes
+                .iter()
+                .filter_map(|&i| match &round[i].body {
+                    OpBody::Replace(d) => Some(d.clone()),
+                    OpBody::Update(_) => None,
+                })
+                .collect();
+            let coll = self
+                .client
+                .database(Some(&ns.db))
+                .collection::<Document>(&ns.coll);
+            requests += 1;
+            let failures: Vec<(usize, i32, String)> =
+                match coll.insert_many(docs).ordered(false).await {
+                    Ok(_) => Vec::new(),
+                    Err(e) => match *e.kind {
+                        ErrorKind::InsertMany(ref many) if many.write_concern_error.is_none() => {
+                            many.write_errors
+                                .iter()
+                                .flatten()
+                                .map(|w| (w.index, w.code, w.message.clone()))
+                                .collect()
+                        }
+                        // Nothing is known about any document: the guarded path decides all.
+                        _ => indexes
+                            .iter()
+                            .enumerate()
+                            .map(|(k, _)| (k, -1, String::new()))
+                            .collect(),
+                    },
+                };
+            let mut failed_at: HashMap<usize, (i32, String)> = HashMap::new();
+            for (k, code, message) in failures {
+                failed_at.insert(k, (code, message));
+            }
+            for (k, &i) in indexes.iter().enumerate() {
+                match failed_at.get(&k) {
+                    None => {
+                        settled.insert(i, ItemOutcome::Applied);
+                    }
+                    // An existing document (or an unknown fate): the guarded upsert decides.
+                    Some((code, message))
+                        if *code == -1
+                            || classify_duplicate(*code, message) == Some(DuplicateOn::Id) =>
+                    {
+                        duplicates += 1;
+                    }
+                    Some((code, message)) => {
+                        settled.insert(
+                            i,
+                            ItemOutcome::Failed(ItemError {
+                                namespace: round[i].ns.to_string(),
+                                id: round[i].id.clone(),
+                                code: Some(*code),
+                                message: message.clone(),
+                            }),
+                        );
+                    }
+                }
+            }
+        }
+        if duplicates * 2 > candidates {
+            self.insert_first_pause
+                .store(INSERT_FIRST_PAUSE, std::sync::atomic::Ordering::Relaxed);
+        }
+        let mut out = Inserted {
+            settled: Vec::with_capacity(settled.len()),
+            requests,
+        };
+        let mut kept = Vec::with_capacity(round.len() - settled.len());
+        for (i, unit) in std::mem::take(round).into_iter().enumerate() {
+            match settled.remove(&i) {
+                Some(outcome) => out.settled.push((unit.slot, outcome)),
+                None => kept.push(unit),
+            }
+        }
+        *round = kept;
+        Ok(out)
     }
 
     /// Sends one round (plus the confirmation of duplicate keys) and classifies.

@@ -61,6 +61,9 @@ pub enum MapError {
 }
 
 /// What one change asks of the write stage.
+// Nearly every item is a `Write`: boxing it would allocate once per write for the rare
+// truncate's sake.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Planned {
     /// A guarded document write.
