@@ -94,6 +94,10 @@ pub struct SyncConfig {
     /// Declarative table-to-collection mappings.
     #[serde(default, rename = "projection")]
     pub projections: Vec<TableMapping>,
+    /// MongoDB settings and credentials from Vault (feature `vault`).
+    #[cfg(feature = "vault")]
+    #[serde(default)]
+    pub vault: Option<vault::VaultSection>,
 }
 
 /// `[kafka]`.
@@ -310,6 +314,10 @@ impl SyncConfig {
             )
         })?;
         validate::check(&config)?;
+        #[cfg(feature = "vault")]
+        if let Some(vault) = &config.vault {
+            vault.validate()?;
+        }
         Ok(config)
     }
 

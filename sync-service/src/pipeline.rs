@@ -64,6 +64,9 @@ pub struct Pipeline {
     pub metrics: Metrics,
     /// Backoff of transient failures.
     pub backoff: Backoff,
+    /// What must live as long as the pipeline (the Vault client renewing its token and
+    /// following the MongoDB secret).
+    pub(crate) _keep_alive: Vec<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Pipeline {

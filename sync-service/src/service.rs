@@ -45,6 +45,10 @@ pub enum ServiceError {
     /// The schema registry settings are unusable.
     #[error("schema registry: {0}")]
     Registry(String),
+    /// Vault could not provide the MongoDB settings.
+    #[cfg(feature = "vault")]
+    #[error("vault: {0}")]
+    Vault(String),
     /// The HTTP endpoint could not bind.
     #[error("http endpoint {listen}: {source}")]
     Http {
@@ -218,10 +222,25 @@ pub async fn build_pipeline(
         None => Decoder::without_registry(),
     }
     .with_default_format(format);
-    let mongo = MongoClient::connect(
-        MongoConfig::new(&config.mongodb.uri).with_default_database(&config.mongodb.database),
-    )
-    .await?;
+    let base =
+        MongoConfig::new(&config.mongodb.uri).with_default_database(&config.mongodb.database);
+    #[allow(unused_mut)]
+    let mut keep_alive: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
+    #[cfg(feature = "vault")]
+    let mongo = match &config.vault {
+        Some(vault) => {
+            let handle = vault
+                .connect_mongo(base)
+                .await
+                .map_err(|e| ServiceError::Vault(e.to_string()))?;
+            let client = handle.client().clone();
+            keep_alive.push(Box::new(handle));
+            client
+        }
+        None => MongoClient::connect(base).await?,
+    };
+    #[cfg(not(feature = "vault"))]
+    let mongo = MongoClient::connect(base).await?;
     let backoff = Backoff::new(&config.retry);
     let writer = Writer::new(mongo.clone(), backoff.clone());
     let mut producer_config = source::client_config(&config.kafka);
@@ -254,6 +273,7 @@ pub async fn build_pipeline(
         dead_letters,
         metrics: Metrics::new(),
         backoff,
+        _keep_alive: keep_alive,
     })
 }
 

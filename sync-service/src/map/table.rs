@@ -6,6 +6,18 @@ use bson::{Bson, Document};
 use cqrs_core::{Projection, ReadModelWrite, Target};
 
 use super::{MapError, MongoWrite};
+
+/// What Debezium sends for an unchanged TOASTed column in an update of a table without
+/// `REPLICA IDENTITY FULL` (`unavailable.value.placeholder`).
+pub const UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
+
+fn is_unavailable(value: &Bson) -> bool {
+    match value {
+        Bson::String(s) => s == UNAVAILABLE_PLACEHOLDER,
+        Bson::Binary(b) => b.bytes == UNAVAILABLE_PLACEHOLDER.as_bytes(),
+        _ => false,
+    }
+}
 use crate::config::TableMapping;
 use crate::envelope::{Change, Op};
 
@@ -151,12 +163,28 @@ impl Projection for TableProjection {
                         version,
                     });
                 }
-                writes.push(ReadModelWrite::Replace {
-                    target: self.target.clone(),
-                    id,
-                    version,
-                    document: self.document(after),
-                });
+                let document = self.document(after);
+                if document.values().any(is_unavailable) {
+                    // Columns Debezium did not send keep their stored values: patch the rest.
+                    let set = document
+                        .into_iter()
+                        .filter(|(_, v)| !is_unavailable(v))
+                        .collect();
+                    writes.push(ReadModelWrite::Patch {
+                        target: self.target.clone(),
+                        id,
+                        version,
+                        set,
+                        unset: Vec::new(),
+                    });
+                } else {
+                    writes.push(ReadModelWrite::Replace {
+                        target: self.target.clone(),
+                        id,
+                        version,
+                        document,
+                    });
+                }
                 Ok(writes)
             }
             Op::Delete => {
@@ -171,5 +199,90 @@ impl Projection for TableProjection {
             // operations (logical messages) carry no row.
             _ => Ok(Vec::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bson::doc;
+    use cqrs_core::SourceVersion;
+
+    use super::*;
+    use crate::envelope::Source;
+
+    fn mapping() -> TableMapping {
+        toml::from_str(
+            r#"
+            table = "shop.docs"
+            collection = "docs"
+            exclude = ["secret"]
+            rename = { body = "text" }
+            "#,
+        )
+        .unwrap()
+    }
+
+    fn change(op: Op, after: Option<bson::Document>, before: Option<bson::Document>) -> Change {
+        Change {
+            op,
+            key: Some(doc! { "id": 1 }),
+            before,
+            after,
+            source: Source::default(),
+            transaction: None,
+            ts_ms: None,
+            version: SourceVersion::new(42),
+            topic: "cqrs.shop.docs".into(),
+        }
+    }
+
+    #[test]
+    fn rows_become_full_replacements_with_filters_and_renames() {
+        let p = TableProjection::new(&mapping(), "read");
+        let writes = p
+            .project(&change(
+                Op::Create,
+                Some(doc! { "id": 1, "body": "x", "secret": "s" }),
+                None,
+            ))
+            .unwrap();
+        assert_eq!(
+            writes,
+            vec![ReadModelWrite::Replace {
+                target: Target::in_database("read", "docs"),
+                id: Bson::Int32(1),
+                version: SourceVersion::new(42),
+                document: doc! { "id": 1, "text": "x" },
+            }]
+        );
+    }
+
+    #[test]
+    fn unchanged_toasted_columns_are_left_alone() {
+        let p = TableProjection::new(&mapping(), "read");
+        let after = doc! { "id": 1, "body": UNAVAILABLE_PLACEHOLDER, "title": "new" };
+        let writes = p.project(&change(Op::Update, Some(after), None)).unwrap();
+        assert_eq!(
+            writes,
+            vec![ReadModelWrite::Patch {
+                target: Target::in_database("read", "docs"),
+                id: Bson::Int32(1),
+                version: SourceVersion::new(42),
+                set: doc! { "id": 1, "title": "new" },
+                unset: vec![],
+            }]
+        );
+    }
+
+    #[test]
+    fn deletes_need_a_key_or_a_before_image() {
+        let p = TableProjection::new(&mapping(), "read");
+        let mut c = change(Op::Delete, None, Some(doc! { "id": 1 }));
+        assert!(matches!(
+            p.project(&c).unwrap()[0],
+            ReadModelWrite::Delete { .. }
+        ));
+        c.key = None;
+        assert!(matches!(p.project(&c), Err(MapError::NoKey { .. })));
     }
 }
