@@ -102,7 +102,7 @@ async fn insert_first_and_guarded_paths_agree_item_by_item() {
         let one = coll.find_one(doc! { "_id": 1 }).await.unwrap().unwrap();
         assert_eq!(one.get_str("value").unwrap(), "newer");
         let two = coll.find_one(doc! { "_id": 2 }).await.unwrap().unwrap();
-        assert_eq!(two.get_bool("_deleted").unwrap(), true);
+        assert!(two.get_bool("_deleted").unwrap());
         assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 51);
     }
 }

@@ -104,7 +104,7 @@ async fn a_delete_is_not_undone_by_older_scoped_patches() {
             .unwrap(),
         WriteOutcome::Stale
     );
-    assert_eq!(stored(&db).await.get_bool("_deleted").unwrap(), true);
+    assert!(stored(&db).await.get_bool("_deleted").unwrap());
     // A change newer than the delete applies.
     assert_eq!(
         writer
