@@ -168,41 +168,7 @@ impl Scenario {
     }
 
     pub fn config_with_group(&self, group: &str, projections: &str) -> SyncConfig {
-        let text = format!(
-            r#"
-            [kafka]
-            bootstrap_servers = "{kafka}"
-            group_id = "{group}"
-            topic_regex = "cqrs\\.{schema}\\..*"
-            session_timeout_ms = 6000
-            [kafka.properties]
-            "topic.metadata.refresh.interval.ms" = "500"
-            [schema_registry]
-            url = "{registry}"
-            [mongodb]
-            uri = "{mongo}"
-            database = "{database}"
-            [batch]
-            max_size = 200
-            max_wait_ms = 20
-            [retry]
-            initial_backoff_ms = 50
-            max_backoff_ms = 1000
-            [dead_letter]
-            topic = "{dlq}"
-            [http]
-            listen = ""
-            {projections}
-            "#,
-            kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-            registry = self.contract.require("SCHEMA_REGISTRY_URL"),
-            mongo = self.contract.require("MONGODB_URI"),
-            schema = self.schema,
-            database = self.database,
-            dlq = self.dlq_topic,
-            projections = projections.replace("{s}", &self.schema),
-        );
-        SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+        self.config_for_topics(&format!(r"cqrs\.{}\..*", self.schema), group, projections)
     }
 
     /// A sync config consuming the topics matching `topic_regex` (librdkafka syntax,
