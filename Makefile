@@ -28,7 +28,7 @@ fmt: ## format the code
 
 lint: toolchain ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
 infrastructure-up: ## start the stack (Compose when a Docker engine answers, else local; STACK=local|compose forces one)
 	@docker/stack.sh up
@@ -49,9 +49,10 @@ test-compose-config: ## validate docker/docker-compose.yml (works without a Dock
 	@scripts/validate-compose.sh
 
 # `cargo test --workspace` runs unit, integration, end-to-end and doc tests and builds the
-# examples (`--all-targets` would skip the doctests and run the harness-less benchmarks).
+# examples (`--all-targets` would skip the doctests and run the harness-less benchmarks);
+# `--all-features` includes the Vault tests (feature `vault`).
 test-rust: toolchain ## run every Rust test (needs the stack up)
-	$(CARGO) test --workspace --no-fail-fast
+	$(CARGO) test --workspace --all-features --no-fail-fast
 
 test: toolchain infrastructure-up test-compose-config test-rust lint ## install, start the stack, run every test, lint
 
