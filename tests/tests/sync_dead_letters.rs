@@ -112,6 +112,8 @@ async fn wait_names(s: &Scenario, expected: &[(i32, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
     let s = Scenario::new("dlq").await;
+    // Drops the schema and database even when an assertion fails.
+    let _cleanup = s.cleanup_guard();
     s.sql(
         "CREATE TABLE {s}.items (id int PRIMARY KEY, name text NOT NULL);
          INSERT INTO {s}.items SELECT i, 'v1' FROM generate_series(1, 5) i;",

@@ -90,6 +90,8 @@ async fn wait_for_items(s: &Scenario) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rows_flow_into_read_models_and_reconsuming_changes_nothing() {
     let s = Scenario::new("pipe").await;
+    // Drops the schema and database even when an assertion fails.
+    let _cleanup = s.cleanup_guard();
     s.sql(
         "CREATE TABLE {s}.items (id int PRIMARY KEY, name text, qty int NOT NULL, price numeric(10,2) NOT NULL,
                                  updated_at timestamptz NOT NULL, secret text);

@@ -29,6 +29,8 @@ async fn a_change_is_applied_inside_the_trace_of_the_command_that_made_it() {
     tracing::subscriber::set_global_default(subscriber).unwrap();
 
     let s = Scenario::new("trace").await;
+    // Drops the schema and database even when an assertion fails.
+    let _cleanup = s.cleanup_guard();
     s.sql(&format!(
         "CREATE TABLE {{s}}.outbox_like (id int PRIMARY KEY, status text,
                                           tracingspancontext text);
