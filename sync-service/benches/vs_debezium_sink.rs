@@ -440,6 +440,8 @@ async fn run_debezium(
     })
     .await;
     drop(sink);
+    // Tasks still flushing their last batch would re-create the database after the drop.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     let _ = mongo.database(&database).drop().await;
     rate
 }
