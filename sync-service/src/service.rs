@@ -130,6 +130,7 @@ impl SyncService {
 
         let refresher = tokio::spawn(refresh_parked_keys(
             pipeline.dead_letters.clone(),
+            pipeline.writer.clone(),
             shutdown.clone(),
         ));
         let progress = Arc::new(Progress::default());
@@ -366,13 +367,28 @@ fn store_offsets(consumer: &Source, offsets: &Offsets) {
     }
 }
 
-async fn refresh_parked_keys(dead_letters: DeadLetters, shutdown: CancellationToken) {
+/// Every 2 s: reloads the parked keys (an operator may have resolved dead letters), which
+/// doubles as the MongoDB probe of the readiness check when no batch is flowing.
+async fn refresh_parked_keys(
+    dead_letters: DeadLetters,
+    writer: Writer,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                if let Err(e) = dead_letters.refresh().await {
-                    tracing::warn!(error = %e, "cannot refresh parked keys");
+                let refreshed = tokio::time::timeout(Duration::from_secs(2), dead_letters.refresh()).await;
+                match refreshed {
+                    Ok(Ok(_)) => writer.observe(true),
+                    Ok(Err(e)) => {
+                        writer.observe(false);
+                        tracing::warn!(error = %e, "cannot refresh parked keys");
+                    }
+                    Err(_) => {
+                        writer.observe(false);
+                        tracing::warn!("MongoDB did not answer the parked-keys refresh within 2 s");
+                    }
                 }
             }
         }

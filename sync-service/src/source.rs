@@ -88,7 +88,10 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Lag comes from the statistics: high watermarks of fetch responses (the broker's
         // ListOffsets(LATEST) is not reliable here) against committed offsets.
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka prefetches up to 64 MB per consumer by default; the workers' queues
+        // already hold a batch ahead, so a smaller prefetch bounds memory without starving them.
+        .set("queued.max.messages.kbytes", "16384");
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }

@@ -85,6 +85,13 @@ impl Writer {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Records the outcome of a request made elsewhere (a periodic probe), so readiness
+    /// reflects MongoDB even when no batch is flowing.
+    pub fn observe(&self, reachable: bool) {
+        self.healthy
+            .store(reachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// Writes everything planned plus the checkpoints, retrying whole-request failures
     /// with backoff until MongoDB answers or shutdown.
     pub async fn write(
