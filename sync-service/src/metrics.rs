@@ -63,6 +63,8 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Seconds spent writing a batch to MongoDB.
     pub write_latency: Histogram,
+    /// Seconds from the PostgreSQL commit (`source.ts_ms`) to MongoDB acknowledging the write.
+    pub end_to_end_latency: Histogram,
     /// Messages behind per partition: the partition's high watermark (from fetch
     /// responses) minus the group's committed offset.
     pub lag: Family<PartitionLabel, Gauge>,
@@ -88,6 +90,12 @@ impl Metrics {
         let skipped = Family::<KindLabel, Counter>::default();
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 14));
         let write_latency = Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let end_to_end_latency = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "end_to_end_latency_seconds",
+            "PostgreSQL commit to MongoDB write acknowledged",
+            end_to_end_latency.clone(),
+        );
         let lag = Family::<PartitionLabel, Gauge>::default();
         let committed = Family::<PartitionLabel, Gauge>::default();
         registry.register(
@@ -135,6 +143,7 @@ impl Metrics {
             skipped,
             batch_size,
             write_latency,
+            end_to_end_latency,
             lag,
             committed,
             registry: Arc::new(registry),

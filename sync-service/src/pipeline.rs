@@ -24,8 +24,8 @@ use crate::write::{Backoff, Interrupted, Writer};
 enum Fate {
     /// Nothing to project (heartbeat, tombstone, unmapped table...).
     Skipped(&'static str),
-    /// Its writes are `planned[range]`.
-    Planned(Range<usize>),
+    /// Its writes are `planned[range]`; the change was committed at `committed_ms`.
+    Planned(Range<usize>, Option<i64>),
     /// Dead-lettered.
     Failed(Failure),
 }
@@ -148,7 +148,7 @@ impl Pipeline {
 
         let mut report = BatchReport::default();
         for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
-            if let Fate::Planned(range) = fate {
+            if let Fate::Planned(range, _) = fate {
                 let range = range.clone();
                 for (p, outcome) in planned[range.clone()].iter().zip(&written.outcomes[range]) {
                     let projection = projection_of(p);
@@ -186,7 +186,12 @@ impl Pipeline {
                     self.dead_letter(message, failure, shutdown).await?;
                     report.dead_lettered += 1;
                 }
-                Fate::Planned(_) => {}
+                Fate::Planned(_, Some(committed_ms)) => {
+                    let now_ms = chrono::Utc::now().timestamp_millis();
+                    let seconds = (now_ms - *committed_ms).max(0) as f64 / 1000.0;
+                    self.metrics.end_to_end_latency.observe(seconds);
+                }
+                Fate::Planned(_, None) => {}
             }
             if let Some(context) = context {
                 trace_apply(message, fate, context);
@@ -230,7 +235,7 @@ impl Pipeline {
             Ok(writes) => {
                 let start = planned.len();
                 planned.extend(writes);
-                Fate::Planned(start..planned.len())
+                Fate::Planned(start..planned.len(), change.source.ts_ms)
             }
             Err(e) => return Ok(failed(Stage::Map, e.to_string())),
         };
@@ -314,7 +319,7 @@ fn upstream_of(message: &OwnedMessage, row: Option<&bson::Document>) -> Option<S
 fn trace_apply(message: &OwnedMessage, fate: &Fate, upstream: &SpanContext) {
     let outcome = match fate {
         Fate::Skipped(kind) => *kind,
-        Fate::Planned(_) => "applied",
+        Fate::Planned(..) => "applied",
         Fate::Failed(_) => "dead_lettered",
     };
     let span = tracing::info_span!(
@@ -365,7 +370,9 @@ fn checkpoints(
 ) -> Vec<CheckpointUpdate> {
     let mut latest: BTreeMap<(Arc<str>, String), i64> = BTreeMap::new();
     for (message, fate) in batch.iter().zip(fates) {
-        let Fate::Planned(range) = fate else { continue };
+        let Fate::Planned(range, _) = fate else {
+            continue;
+        };
         for p in &planned[range.clone()] {
             let (Planned::Write { projection, .. } | Planned::Truncate { projection, .. }) = p;
             let partition = format!("{}/{}", message.topic(), message.partition());

@@ -159,6 +159,10 @@ fn run_serves_health_becomes_ready_and_stops_cleanly_on_sigterm() {
     let (status, metrics) = http_get(&addr, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("sync_batch_size"), "{metrics}");
+    assert!(
+        metrics.contains("sync_end_to_end_latency_seconds"),
+        "{metrics}"
+    );
 
     Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
