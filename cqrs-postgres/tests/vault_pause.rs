@@ -28,10 +28,25 @@ impl Paused {
             .unwrap_or_else(|_| {
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../.stack/run/vault.pid").into()
             });
+        // The stack of another checkout may be serving this one (`up` reuses what already
+        // answers): then find the dev server by its command line.
         let pid = std::fs::read_to_string(&pid_file)
-            .unwrap_or_else(|e| panic!("OpenBao pid file {pid_file}: {e} (is the local stack up?)"))
-            .trim()
-            .to_owned();
+            .map(|p| p.trim().to_owned())
+            .or_else(|e| {
+                let out = std::process::Command::new("pgrep")
+                    .args(["-o", "-f", "bao server -dev"])
+                    .output()
+                    .map_err(|_| e)?;
+                let pid = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                if pid.is_empty() {
+                    Err(std::io::Error::other("no OpenBao dev server process"))
+                } else {
+                    Ok(pid)
+                }
+            })
+            .unwrap_or_else(|e| {
+                panic!("OpenBao pid file {pid_file}: {e} (is the local stack up?)")
+            });
         signal("-STOP", &pid);
         Paused(pid)
     }

@@ -295,7 +295,7 @@ async fn unreachable_vault_keeps_credentials_retries_and_counts() {
             "vault_it_flaky",
             "svc_orders",
             "orders",
-            "4s",
+            "8s",
             "1m",
         )
         .await
@@ -319,8 +319,9 @@ async fn unreachable_vault_keeps_credentials_retries_and_counts() {
         .unwrap();
     let first = lease.current();
     proxy.set_down(true);
-    // Renewal due after ~2.7 s fails; the credential stays current while valid.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Renewal due after ~5.3 s (2/3 of the 8 s TTL) fails; the credential stays current
+    // while valid.
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(lease.current().username, first.username);
     let unreachable = vault.metrics().unreachable_total();
     assert!(unreachable >= 1, "unreachable counter {unreachable}");
@@ -329,13 +330,20 @@ async fn unreachable_vault_keeps_credentials_retries_and_counts() {
             .contains("Vault unreachable; keeping the current database credentials")
     );
     proxy.set_down(false);
-    // Back: the retry renews the same lease (it had not expired).
-    let deadline = Instant::now() + Duration::from_secs(4);
-    while vault.metrics().lease_renewals.get() == 0 && Instant::now() < deadline {
+    // Back: the retry renews the same lease, unless a loaded machine let it expire in the
+    // meantime, in which case a fresh credential replaces it: never a gap either way.
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let recovered = || vault.metrics().lease_renewals.get() + vault.metrics().lease_rotations.get();
+    while recovered() == 0 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(vault.metrics().lease_renewals.get() >= 1);
-    assert_eq!(lease.current().username, first.username);
+    assert!(
+        recovered() >= 1,
+        "neither renewed nor rotated after Vault came back"
+    );
+    if lease.current().username != first.username {
+        assert!(vault.metrics().lease_rotations.get() >= 1);
+    }
     lease.shutdown().await.unwrap();
     let token = vault.token();
     logs.assert_absent(&[
