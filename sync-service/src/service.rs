@@ -176,7 +176,11 @@ impl SyncService {
                             }
                         }
                         Some(Err(e)) => {
-                            tracing::warn!(error = %e, "kafka consumer error");
+                            if source::is_missing_topic(&e) {
+                                tracing::debug!(error = %e, "subscribed topics not available yet");
+                            } else {
+                                tracing::warn!(error = %e, "kafka consumer error");
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                         None => break,

@@ -18,7 +18,21 @@ pub struct SourceContext {
     metrics: Metrics,
 }
 
+/// A subscription (usually a regex) whose topics do not exist yet: expected until Debezium
+/// creates them, so not worth an error.
+pub fn is_missing_topic(error: &KafkaError) -> bool {
+    error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
+}
+
 impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if is_missing_topic(&error) {
+            tracing::debug!(%reason, "subscribed topics not available yet");
+        } else {
+            tracing::error!(%error, %reason, "librdkafka error");
+        }
+    }
+
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, t) in &statistics.topics {
             for (partition, p) in &t.partitions {
