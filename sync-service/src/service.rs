@@ -258,6 +258,7 @@ pub async fn build_pipeline(
         "enable.partition.eof",
         "enable.auto.offset.store",
         "statistics.interval.ms",
+        "queued.max.messages.kbytes",
     ] {
         producer_config.remove(key);
     }
