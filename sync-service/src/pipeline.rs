@@ -340,8 +340,7 @@ fn trace_apply(message: &OwnedMessage, fate: &Fate, upstream: &SpanContext) {
 fn trace_projections(planned: &[Planned], outcomes: &[ItemOutcome]) {
     let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
     for (p, outcome) in planned.iter().zip(outcomes) {
-        let (Planned::Write { projection, .. } | Planned::Truncate { projection, .. }) = p;
-        let entry = counts.entry(projection).or_default();
+        let entry = counts.entry(&**p.projection()).or_default();
         match outcome {
             ItemOutcome::Applied => entry.0 += 1,
             ItemOutcome::Stale => entry.1 += 1,
@@ -354,11 +353,8 @@ fn trace_projections(planned: &[Planned], outcomes: &[ItemOutcome]) {
 }
 
 fn projection_of(p: &Planned) -> ProjectionLabel {
-    let name = match p {
-        Planned::Write { projection, .. } | Planned::Truncate { projection, .. } => projection,
-    };
     ProjectionLabel {
-        projection: name.to_string(),
+        projection: p.projection().to_string(),
     }
 }
 
@@ -374,7 +370,7 @@ fn checkpoints(
             continue;
         };
         for p in &planned[range.clone()] {
-            let (Planned::Write { projection, .. } | Planned::Truncate { projection, .. }) = p;
+            let projection = p.projection();
             let partition = format!("{}/{}", message.topic(), message.partition());
             let entry = latest
                 .entry((Arc::clone(projection), partition))

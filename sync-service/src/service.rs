@@ -248,24 +248,7 @@ pub async fn build_pipeline(
     let mongo = MongoClient::connect(base).await?;
     let backoff = Backoff::new(&config.retry);
     let writer = Writer::new(mongo.clone(), backoff.clone());
-    let mut producer_config = source::client_config(&config.kafka);
-    for key in [
-        "group.id",
-        "enable.auto.commit",
-        "auto.commit.interval.ms",
-        "auto.offset.reset",
-        "session.timeout.ms",
-        "enable.partition.eof",
-        "enable.auto.offset.store",
-        "statistics.interval.ms",
-        "queued.max.messages.kbytes",
-    ] {
-        producer_config.remove(key);
-    }
-    producer_config
-        .set("enable.idempotence", "true")
-        .set("acks", "all");
-    let producer: FutureProducer = producer_config.create()?;
+    let producer: FutureProducer = source::producer_config(&config.kafka).create()?;
     let records = mongo
         .default_database()
         .collection(&config.mongodb.dead_letter_collection);

@@ -106,11 +106,25 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // librdkafka prefetches up to 64 MB per consumer by default; the workers' queues
         // already hold a batch ahead, so a smaller prefetch bounds memory without starving them.
         .set("queued.max.messages.kbytes", "16384");
+    with_user_properties(&mut config, kafka);
+    config.set("enable.auto.offset.store", "false");
+    config
+}
+
+/// librdkafka settings of the dead-letter producer: the bootstrap servers and the user's
+/// pass-through properties (TLS, SASL, ...), then idempotent, fully acknowledged writes.
+pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    with_user_properties(&mut config, kafka);
+    config.set("enable.idempotence", "true").set("acks", "all");
+    config
+}
+
+fn with_user_properties(config: &mut ClientConfig, kafka: &KafkaConfig) {
     for (key, value) in &kafka.properties {
         config.set(key, value);
     }
-    config.set("enable.auto.offset.store", "false");
-    config
 }
 
 /// Creates the consumer and subscribes to the configured topics and/or regex.

@@ -84,6 +84,15 @@ pub enum Planned {
     },
 }
 
+impl Planned {
+    /// The projection that asked for the write.
+    pub fn projection(&self) -> &Arc<str> {
+        match self {
+            Planned::Write { projection, .. } | Planned::Truncate { projection, .. } => projection,
+        }
+    }
+}
+
 /// Object-safe form of a change projection.
 trait ErasedProjection: Send + Sync {
     fn name(&self) -> &str;
