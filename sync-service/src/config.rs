@@ -120,6 +120,10 @@ pub struct KafkaConfig {
     /// Session timeout of the consumer group.
     #[serde(default = "default_session_timeout_ms")]
     pub session_timeout_ms: u64,
+    /// How long a partition revocation waits for the in-flight work to settle before the
+    /// partitions move on (what is left is replayed by the next owner, harmlessly).
+    #[serde(default = "default_revoke_flush_timeout_ms")]
+    pub revoke_flush_timeout_ms: u64,
     /// Any librdkafka property (TLS, SASL, ...), passed through as is.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
@@ -178,6 +182,28 @@ impl Default for BatchConfig {
             max_wait_ms: default_batch_wait_ms(),
             workers: default_workers(),
         }
+    }
+}
+
+impl KafkaConfig {
+    /// `revoke_flush_timeout_ms` as a duration.
+    ///
+    /// ```
+    /// # use sync_service::config::SyncConfig;
+    /// let config = SyncConfig::from_toml_str(r#"
+    /// [kafka]
+    /// bootstrap_servers = "127.0.0.1:9092"
+    /// group_id = "sync"
+    /// topics = ["cqrs.orders.orders"]
+    /// revoke_flush_timeout_ms = 5000
+    /// [mongodb]
+    /// uri = "mongodb://127.0.0.1:27017"
+    /// database = "read"
+    /// "#).unwrap();
+    /// assert_eq!(config.kafka.revoke_flush_timeout().as_secs(), 5);
+    /// ```
+    pub fn revoke_flush_timeout(&self) -> Duration {
+        Duration::from_millis(self.revoke_flush_timeout_ms)
     }
 }
 
@@ -356,6 +382,9 @@ fn default_format() -> String {
 }
 fn default_session_timeout_ms() -> u64 {
     6000
+}
+fn default_revoke_flush_timeout_ms() -> u64 {
+    10_000
 }
 fn default_checkpoints() -> String {
     "_sync_checkpoints".into()

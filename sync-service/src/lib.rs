@@ -55,6 +55,7 @@ pub mod envelope;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod service;
 pub mod source;
 pub mod telemetry;

@@ -26,7 +26,8 @@ use crate::envelope::{Change, EnvelopeParser};
 use crate::map::{MongoWrite, Projections, TableProjection};
 use crate::metrics::Metrics;
 use crate::pipeline::{Offsets, Pipeline};
-use crate::source::{self, Source};
+use crate::progress::Progress;
+use crate::source::{self, Source, SourceContext};
 use crate::write::{Backoff, Writer};
 
 /// Why the service could not start or stopped with an error.
@@ -122,10 +123,14 @@ impl SyncService {
         // Keys parked by dead letters of earlier runs stay held back.
         pipeline.dead_letters.refresh().await?;
         let pipeline = Arc::new(pipeline);
-        let consumer = Arc::new(source::subscribe(
-            &self.config.kafka,
+        let progress = Arc::new(Progress::default());
+        let context = SourceContext::new(
             pipeline.metrics.clone(),
-        )?);
+            Arc::clone(&progress),
+            self.config.kafka.revoke_flush_timeout(),
+            shutdown.clone(),
+        );
+        let consumer = Arc::new(source::subscribe(&self.config.kafka, context)?);
         tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
 
         let refresher = tokio::spawn(refresh_parked_keys(
@@ -133,7 +138,6 @@ impl SyncService {
             pipeline.writer.clone(),
             shutdown.clone(),
         ));
-        let progress = Arc::new(Progress::default());
         let http = serve_http(
             &self.config.http.listen,
             HttpState {
@@ -264,40 +268,6 @@ pub async fn build_pipeline(
         backoff,
         _keep_alive: keep_alive,
     })
-}
-
-/// Work in flight and the time of the last settled batch, for the readiness probe.
-#[derive(Default)]
-struct Progress {
-    in_flight: std::sync::atomic::AtomicUsize,
-    last_settled: std::sync::Mutex<Option<std::time::Instant>>,
-}
-
-impl Progress {
-    fn dispatched(&self) {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn settled(&self, messages: usize) {
-        self.in_flight
-            .fetch_sub(messages, std::sync::atomic::Ordering::Relaxed);
-        if let Ok(mut last) = self.last_settled.lock() {
-            *last = Some(std::time::Instant::now());
-        }
-    }
-
-    /// Work is waiting and nothing settled for `after`.
-    fn stuck(&self, after: Duration) -> bool {
-        let waiting = self.in_flight.load(std::sync::atomic::Ordering::Relaxed) > 0;
-        let idle = self
-            .last_settled
-            .lock()
-            .ok()
-            .and_then(|l| *l)
-            .is_some_and(|t| t.elapsed() > after);
-        waiting && idle
-    }
 }
 
 /// How long work may wait without any batch settling before `/readyz` reports stuck.

@@ -4,18 +4,107 @@
 //! writes are acknowledged by MongoDB (or its messages dead-lettered), and librdkafka
 //! commits stored offsets on its timer, so a crash redelivers at most the unacknowledged
 //! tail, which the version guards make harmless.
+//!
+//! When the group takes partitions away (an instance joins or leaves), the revocation
+//! callback first lets the workers settle what they hold and commits it, so the next owner
+//! starts exactly after the last applied change instead of replaying up to a commit
+//! interval of it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientContext, TopicPartitionList};
+use tokio::runtime::{Handle, RuntimeFlavor};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::KafkaConfig;
 use crate::metrics::{Metrics, PartitionLabel};
+use crate::progress::Progress;
 
-/// Logs group membership changes and turns librdkafka statistics into lag metrics.
+/// Logs group membership changes, flushes and commits before partitions are revoked, and
+/// turns librdkafka statistics into lag metrics.
 pub struct SourceContext {
     metrics: Metrics,
+    progress: Arc<Progress>,
+    flush_timeout: Duration,
+    shutdown: CancellationToken,
+}
+
+impl SourceContext {
+    /// A context reporting to `metrics` and flushing the work counted by `progress` (for up
+    /// to `flush_timeout`) on revocation, unless `shutdown` was requested (the service then
+    /// flushes and commits itself).
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// use sync_service::{metrics::Metrics, progress::Progress, source::SourceContext};
+    /// let context = SourceContext::new(
+    ///     Metrics::new(),
+    ///     Arc::new(Progress::default()),
+    ///     Duration::from_secs(10),
+    ///     tokio_util::sync::CancellationToken::new(),
+    /// );
+    /// ```
+    pub fn new(
+        metrics: Metrics,
+        progress: Arc<Progress>,
+        flush_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> Self {
+        SourceContext {
+            metrics,
+            progress,
+            flush_timeout,
+            shutdown,
+        }
+    }
+
+    /// Waits for the workers to settle what they hold (their offsets get stored), then
+    /// commits synchronously. librdkafka runs this callback on the task polling the consumer,
+    /// which therefore dispatches nothing new meanwhile; the workers run on other threads.
+    fn flush_before_revoke(&self, consumer: &BaseConsumer<Self>) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let pending = self.progress.in_flight();
+        let started = Instant::now();
+        let settled = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => {
+                tokio::task::block_in_place(|| self.progress.wait_idle(self.flush_timeout))
+            }
+            // Blocking the only runtime thread would block the workers too.
+            _ => self.progress.in_flight() == 0,
+        };
+        if !settled {
+            tracing::warn!(
+                pending,
+                left = self.progress.in_flight(),
+                timeout_ms = self.flush_timeout.as_millis() as u64,
+                "in-flight work not settled before the revocation; the next owner replays it \
+                 (the version guards make that harmless)"
+            );
+        }
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => tracing::info!(
+                flushed = pending,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "flushed and committed before handing off partitions"
+            ),
+            // Nothing stored since the last commit.
+            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
+                tracing::info!(
+                    flushed = pending,
+                    "nothing to commit before handing off partitions"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "commit before the revocation failed"),
+        }
+    }
 }
 
 /// A subscription (usually a regex) whose topics do not exist yet: expected until Debezium
@@ -58,14 +147,11 @@ impl ClientContext for SourceContext {
 }
 
 impl ConsumerContext for SourceContext {
-    fn pre_rebalance(
-        &self,
-        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
-        rebalance: &Rebalance<'_>,
-    ) {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = %describe(tpl), "partitions revoked")
+                tracing::info!(partitions = %describe(tpl), "partitions revoked");
+                self.flush_before_revoke(consumer);
             }
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "partitions assigned")
@@ -128,8 +214,8 @@ fn with_user_properties(config: &mut ClientConfig, kafka: &KafkaConfig) {
 }
 
 /// Creates the consumer and subscribes to the configured topics and/or regex.
-pub fn subscribe(kafka: &KafkaConfig, metrics: Metrics) -> Result<Source, KafkaError> {
-    let consumer: Source = client_config(kafka).create_with_context(SourceContext { metrics })?;
+pub fn subscribe(kafka: &KafkaConfig, context: SourceContext) -> Result<Source, KafkaError> {
+    let consumer: Source = client_config(kafka).create_with_context(context)?;
     let mut topics: Vec<String> = kafka.topics.clone();
     if let Some(regex) = kafka.topic_regex.as_deref().filter(|r| !r.is_empty()) {
         topics.push(format!("^{}", regex.trim_start_matches('^')));

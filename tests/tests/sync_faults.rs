@@ -952,3 +952,53 @@ async fn killed_instance_hands_its_partitions_to_the_other() {
     b.terminate();
     finish(s, guard).await;
 }
+
+/// An instance joining the group mid-load takes partitions away from the working one: the
+/// revocation settles and commits the in-flight work first, so neither instance applies a
+/// change twice (every stale write is one Debezium re-sent, counted from the topic).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rebalance_flushes_and_commits_before_handing_off_partitions() {
+    let _serial = SERIAL.lock().await;
+    const KEYS: i32 = 2_000;
+    let (s, guard) = new_scenario("handoff").await;
+    let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
+    let mut a = Service::start(&s, "a", &s.group);
+    wait_consuming(&mut a, 0.0, Duration::from_secs(60)).await;
+    let load = spawn_load(&s, KEYS, 16, Duration::from_millis(500));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // b joins while a is busy: a's partitions are revoked with work in flight.
+    let mut b = Service::start(&s, "b", &s.group);
+    wait_consuming(&mut b, 0.0, Duration::from_secs(60)).await;
+    let changes = seeded + load.await.unwrap();
+    let rows = reconcile(&s).await;
+    a.assert_running();
+    b.assert_running();
+    let stale =
+        a.metric("sync_changes_stale_total").await + b.metric("sync_changes_stale_total").await;
+    let applied =
+        a.metric("sync_changes_applied_total").await + b.metric("sync_changes_applied_total").await;
+    let (events, resent) = resent_events(&s).await;
+    let flushes: Vec<String> = a
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("before handing off partitions"))
+        .map(str::to_owned)
+        .collect();
+    eprintln!(
+        "{changes} changes, {rows} rows reconciled, {events} events on the topic ({resent} \
+         re-sent by Debezium); applied {applied}, stale {stale}; a's flushes: {flushes:#?}"
+    );
+    assert!(
+        flushes.iter().any(|l| l.contains("flushed and committed")),
+        "a did not flush and commit when b joined:\n{}",
+        a.log_tail(30)
+    );
+    assert_eq!(
+        stale as usize, resent,
+        "changes were applied twice across the rebalance (stale writes beyond Debezium's \
+         re-sends): the revoked work was not committed before the hand-off"
+    );
+    a.terminate();
+    b.terminate();
+    finish(s, guard).await;
+}

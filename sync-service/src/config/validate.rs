@@ -99,6 +99,13 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
             "must be between 1000 and 300000",
         ));
     }
+    // The group waits for a member's rebalance callback up to max.poll.interval.ms (300 s).
+    if c.kafka.revoke_flush_timeout_ms > 120_000 {
+        return Err(ConfigError::key(
+            "kafka.revoke_flush_timeout_ms",
+            "must be at most 120000",
+        ));
+    }
     for reserved in ["group.id", "bootstrap.servers", "enable.auto.offset.store"] {
         if c.kafka.properties.contains_key(reserved) {
             return Err(ConfigError::key(
