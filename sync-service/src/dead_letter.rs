@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use bson::{Document, doc};
+use cqrs_mongo::MongoClient;
 use futures::TryStreamExt;
 use mongodb::Collection;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
@@ -161,30 +162,65 @@ pub enum DeadLetterError {
 }
 
 /// The dead-letter topic, the records collection and the set of parked keys.
+///
+/// The records live in a collection of the MongoDB client's default database, looked up
+/// from the [`MongoClient`] handle at every operation: when the client is rebuilt (new
+/// credentials from Vault, see the `[vault]` section), the records follow the new client
+/// like every other write, instead of staying on the driver client of the start.
 #[derive(Clone)]
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: String,
-    records: Collection<DeadLetter>,
+    mongo: MongoClient,
+    collection: String,
     parked: Arc<RwLock<HashSet<KeyRef>>>,
 }
 
 impl DeadLetters {
-    /// Connects the pieces with no key parked; [`DeadLetters::refresh`] loads the parked
-    /// keys from the records (the service does at start and then every few seconds; a
-    /// replay does not, so that it can re-process the messages it releases).
-    pub fn new(producer: FutureProducer, topic: String, records: Collection<DeadLetter>) -> Self {
+    /// Connects the pieces with no key parked: the dead-letter `topic` written by
+    /// `producer`, the records in `collection` of `mongo`'s default database.
+    /// [`DeadLetters::refresh`] loads the parked keys from the records (the service does
+    /// at start and then every few seconds; a replay does not, so that it can re-process
+    /// the messages it releases).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use rdkafka::producer::FutureProducer;
+    /// use sync_service::dead_letter::DeadLetters;
+    ///
+    /// let producer: FutureProducer = rdkafka::ClientConfig::new()
+    ///     .set("bootstrap.servers", "127.0.0.1:9092")
+    ///     .create()?;
+    /// let mongo = cqrs_mongo::MongoClient::from_uri("mongodb://127.0.0.1:27017/sync").await?;
+    /// let dead_letters = DeadLetters::new(producer, "sync-dlq".into(), mongo, "_sync_dead_letters");
+    /// dead_letters.ensure_indexes().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn new(
+        producer: FutureProducer,
+        topic: String,
+        mongo: MongoClient,
+        collection: impl Into<String>,
+    ) -> Self {
         DeadLetters {
             producer,
             topic,
-            records,
+            mongo,
+            collection: collection.into(),
             parked: Arc::default(),
         }
     }
 
-    /// The records collection.
-    pub fn records(&self) -> &Collection<DeadLetter> {
-        &self.records
+    /// The records collection, on the client current now (do not keep it across a
+    /// credential rotation: ask again).
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> mongodb::error::Result<()> {
+    /// let pending = dead_letters.records().count_documents(bson::doc! { "status": "pending" }).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn records(&self) -> Collection<DeadLetter> {
+        self.mongo.default_database().collection(&self.collection)
     }
 
     /// The dead-letter topic.
@@ -200,7 +236,7 @@ impl DeadLetters {
     /// Reloads the parked keys from the records (an operator may have resolved some).
     pub async fn refresh(&self) -> Result<usize, DeadLetterError> {
         let mut keys = HashSet::new();
-        let mut cursor = self.records.find(doc! { "status": "pending" }).await?;
+        let mut cursor = self.records().find(doc! { "status": "pending" }).await?;
         while let Some(record) = cursor.try_next().await? {
             keys.insert(KeyRef {
                 topic: record.topic,
@@ -219,7 +255,7 @@ impl DeadLetters {
         let index = mongodb::IndexModel::builder()
             .keys(doc! { "status": 1, "topic": 1, "key": 1 })
             .build();
-        self.records.create_index(index).await?;
+        self.records().create_index(index).await?;
         Ok(())
     }
 
@@ -287,7 +323,7 @@ impl DeadLetters {
             created_at: bson::DateTime::now(),
             resolved_at: None,
         };
-        self.records
+        self.records()
             .replace_one(doc! { "_id": &id }, &record)
             .upsert(true)
             .await?;
@@ -301,7 +337,7 @@ impl DeadLetters {
     pub async fn resolve(&self, ids: &[String], status: Status) -> Result<u64, DeadLetterError> {
         let update = doc! { "$set": { "status": bson::to_bson(&status).unwrap_or_default(), "resolved_at": bson::DateTime::now() } };
         let result = self
-            .records
+            .records()
             .update_many(doc! { "_id": { "$in": ids }, "status": "pending" }, update)
             .await?;
         Ok(result.modified_count)
@@ -312,7 +348,7 @@ impl DeadLetters {
         let mut query = doc! { "status": "pending" };
         query.extend(filter);
         let cursor = self
-            .records
+            .records()
             .find(query)
             .sort(doc! { "created_at": 1, "topic": 1, "partition": 1, "offset": 1 })
             .await?;

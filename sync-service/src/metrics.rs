@@ -70,6 +70,9 @@ pub struct Metrics {
     pub lag: Family<PartitionLabel, Gauge>,
     /// Committed offset per partition.
     pub committed: Family<PartitionLabel, Gauge>,
+    /// Generation of the MongoDB client when the last batch was written: 0 for the client
+    /// of the start, +1 at every rebuild (a new Vault secret version, `[vault]` section).
+    pub mongodb_client_generation: Gauge,
     registry: Arc<Registry>,
 }
 
@@ -107,6 +110,12 @@ impl Metrics {
             "committed_offset",
             "Committed offset per partition",
             committed.clone(),
+        );
+        let mongodb_client_generation = Gauge::default();
+        registry.register(
+            "mongodb_client_generation",
+            "MongoDB client rebuilds (new credentials) as of the last written batch",
+            mongodb_client_generation.clone(),
         );
         registry.register("changes_consumed", "Messages consumed", consumed.clone());
         registry.register(
@@ -146,6 +155,7 @@ impl Metrics {
             end_to_end_latency,
             lag,
             committed,
+            mongodb_client_generation,
             registry: Arc::new(registry),
         }
     }

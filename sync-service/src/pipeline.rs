@@ -145,6 +145,9 @@ impl Pipeline {
             .write_latency
             .observe(written.latency.as_secs_f64());
         self.metrics.batch_size.observe(batch.len() as f64);
+        self.metrics
+            .mongodb_client_generation
+            .set(i64::try_from(self.writer.client_generation()).unwrap_or(i64::MAX));
 
         let mut report = BatchReport::default();
         for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {

@@ -253,10 +253,13 @@ pub async fn build_pipeline(
     let backoff = Backoff::new(&config.retry);
     let writer = Writer::new(mongo.clone(), backoff.clone());
     let producer: FutureProducer = source::producer_config(&config.kafka).create()?;
-    let records = mongo
-        .default_database()
-        .collection(&config.mongodb.dead_letter_collection);
-    let dead_letters = DeadLetters::new(producer, config.dead_letter.topic.clone(), records);
+    // The records follow the client handle (and its rebuilds), not the driver client of now.
+    let dead_letters = DeadLetters::new(
+        producer,
+        config.dead_letter.topic.clone(),
+        mongo,
+        config.mongodb.dead_letter_collection.clone(),
+    );
     dead_letters.ensure_indexes().await?;
     Ok(Pipeline {
         decoder,

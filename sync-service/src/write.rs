@@ -80,6 +80,21 @@ impl Writer {
         }
     }
 
+    /// How many times the MongoDB client was rebuilt (new credentials from Vault) so far;
+    /// 0 for the client of the start.
+    ///
+    /// ```no_run
+    /// # async fn demo(mongo: cqrs_mongo::MongoClient, retry: &sync_service::config::RetryConfig) {
+    /// use sync_service::write::{Backoff, Writer};
+    ///
+    /// let writer = Writer::new(mongo, Backoff::new(retry));
+    /// assert_eq!(writer.client_generation(), 0);
+    /// # }
+    /// ```
+    pub fn client_generation(&self) -> u64 {
+        self.mongo.generation()
+    }
+
     /// True unless the last MongoDB request failed as a whole.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(std::sync::atomic::Ordering::Relaxed)
