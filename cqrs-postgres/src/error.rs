@@ -206,6 +206,54 @@ fn is_transient_code(code: &SqlState) -> bool {
 }
 
 /// Why a commit failed, to map unique violations to the right [`StoreError`].
+/// Why a connection can no longer serve: gone, or logged in with a dead credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stale {
+    /// Closed, terminated (`pg_terminate_backend`, server shutdown) or broken under us.
+    Closed,
+    /// Login refused (SQLSTATE class 28) or the session's role was dropped (a revoked
+    /// lease: `invalid role OID`).
+    Credential,
+}
+
+/// Whether `err` says the connection itself is unusable (rather than the statement).
+pub(crate) fn stale_kind(err: &tokio_postgres::Error) -> Option<Stale> {
+    if let Some(db) = err.as_db_error() {
+        let code = db.code().code();
+        return if code.starts_with("28")
+            || (*db.code() == SqlState::UNDEFINED_OBJECT
+                && db.message().starts_with("invalid role OID"))
+        {
+            Some(Stale::Credential)
+        } else if code.starts_with("08") || code == "57P01" || code == "57P02" {
+            Some(Stale::Closed)
+        } else {
+            None
+        };
+    }
+    let broken_io = std::error::Error::source(err)
+        .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+    (err.is_closed() || broken_io).then_some(Stale::Closed)
+}
+
+/// [`stale_kind`] of the PostgreSQL error behind a store error.
+pub(crate) fn stale_store_error(err: &StoreError) -> Option<Stale> {
+    let StoreError::Backend {
+        source: Some(source),
+        ..
+    } = err
+    else {
+        return None;
+    };
+    if let Some(e) = source.downcast_ref::<tokio_postgres::Error>() {
+        return stale_kind(e);
+    }
+    match source.downcast_ref::<deadpool_postgres::PoolError>() {
+        Some(deadpool_postgres::PoolError::Backend(e)) => stale_kind(e),
+        _ => None,
+    }
+}
+
 pub(crate) struct CommitContext<'a> {
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,

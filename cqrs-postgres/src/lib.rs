@@ -72,7 +72,7 @@ pub use credentials::{
 };
 pub use error::PostgresError;
 pub use migrations::{Migration, MigrationReport, Migrator};
-pub use pool::PgPool;
+pub use pool::{CREDENTIAL_WAIT, PgPool};
 pub use roles::{RoleOutcome, ServiceRole};
 pub use schema::{RoleName, SchemaName};
 pub use store::PostgresStore;

@@ -5,18 +5,19 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::{
     Connect, Hook, HookError, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime,
 };
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_postgres::{Client, NoTls};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::PostgresConfig;
 use crate::credentials::CredentialProvider;
-use crate::error::PostgresError;
+use crate::error::{PostgresError, Stale, stale_kind};
 use crate::migrations::{MigrationReport, Migrator};
 use crate::schema::SchemaName;
 
@@ -87,7 +88,19 @@ pub struct PgPool {
     pool: Pool,
     schema: SchemaName,
     retire_before: Arc<Mutex<Option<Instant>>>,
+    /// Bumped by every [`PgPool::retire_connections`] (a credential switch).
+    generation: Arc<watch::Sender<u64>>,
+    /// Told when a login or session turned out dead (see [`PgPool::on_stale_credentials`]).
+    stale_hook: Option<Arc<dyn Fn() + Send + Sync>>,
 }
+
+/// How long an operation whose login was refused or whose session lost its role waits for
+/// the credential to be replaced before it is tried again (or fails).
+///
+/// ```
+/// assert_eq!(cqrs_postgres::CREDENTIAL_WAIT.as_secs(), 5);
+/// ```
+pub const CREDENTIAL_WAIT: Duration = Duration::from_secs(5);
 
 impl PgPool {
     /// Builds the pool (no I/O).
@@ -146,7 +159,75 @@ impl PgPool {
             pool,
             schema: config.schema().clone(),
             retire_before,
+            generation: Arc::new(watch::Sender::new(0)),
+            stale_hook: None,
         })
+    }
+
+    /// Calls `hook` whenever an operation of this pool finds its credentials dead: a
+    /// refused login, a session whose role was dropped, a connection terminated under it.
+    /// With a hook, the pool's own operations ([`PgPool::get`], the
+    /// [`PostgresStore`](crate::PostgresStore)) then wait (up to [`CREDENTIAL_WAIT`]) for
+    /// the credentials to be replaced ([`PgPool::retire_connections`]) and run once more
+    /// on a fresh connection. Leased credentials use it
+    /// ([`VaultPgPool`](crate::vault::VaultPgPool), feature `vault`): the hook asks for
+    /// the lease to be looked up.
+    ///
+    /// Set it before cloning the pool: clones made earlier keep their own setting.
+    ///
+    /// ```
+    /// use cqrs_postgres::{PgPool, PostgresConfig};
+    ///
+    /// let pool = PgPool::new(&PostgresConfig::from_url("postgres://app@localhost/cqrs", "orders")?)?
+    ///     .on_stale_credentials(|| eprintln!("credentials look dead: fetch new ones"));
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
+    pub fn on_stale_credentials(mut self, hook: impl Fn() + Send + Sync + 'static) -> Self {
+        self.stale_hook = Some(Arc::new(hook));
+        self
+    }
+
+    /// How many times the connections were retired (credential switches) so far.
+    ///
+    /// ```
+    /// use cqrs_postgres::{PgPool, PostgresConfig};
+    ///
+    /// let pool = PgPool::new(&PostgresConfig::from_url("postgres://app@localhost/cqrs", "orders")?)?;
+    /// assert_eq!(pool.credentials_generation(), 0);
+    /// pool.retire_connections();
+    /// assert_eq!(pool.credentials_generation(), 1);
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
+    pub fn credentials_generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// After an operation that began at credentials generation `seen` failed with a stale
+    /// connection or login (`kind`): closes the idle connections after a lost one, tells
+    /// the hook, and for a dead credential waits until
+    /// the credentials were switched since `seen` (at most [`CREDENTIAL_WAIT`]). Returns
+    /// whether running the operation once more is worth it.
+    pub(crate) async fn recover(&self, seen: u64, kind: Stale) -> bool {
+        if kind == Stale::Closed {
+            // What killed this connection (a server restart, an operator terminating the
+            // sessions of a revoked user) most likely killed its idle siblings too, and
+            // the cheap checkout check cannot tell yet: open fresh ones.
+            let now = Instant::now();
+            let _ = self.pool.retain(|_, metrics| metrics.created >= now);
+        }
+        let Some(hook) = &self.stale_hook else {
+            // Fixed credentials: a fresh connection helps after a lost one, not after a
+            // refused login.
+            return kind == Stale::Closed;
+        };
+        hook();
+        if kind == Stale::Closed {
+            return true;
+        }
+        let mut generations = self.generation.subscribe();
+        let switched =
+            tokio::time::timeout(CREDENTIAL_WAIT, generations.wait_for(|g| *g != seen)).await;
+        matches!(switched, Ok(Ok(_)))
     }
 
     /// A connection from the pool (opened if none is idle). It goes back to the pool when
@@ -164,10 +245,32 @@ impl PgPool {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self) -> Result<deadpool_postgres::Object, PostgresError> {
-        self.pool
-            .get()
+        self.connection()
             .await
             .map_err(|e| PostgresError::pool("getting a connection", e))
+    }
+
+    /// A connection; with a stale-credentials hook, a refused login is reported and tried
+    /// once more after the credentials were replaced.
+    pub(crate) async fn connection(
+        &self,
+    ) -> Result<deadpool_postgres::Object, deadpool_postgres::PoolError> {
+        let seen = self.credentials_generation();
+        match self.pool.get().await {
+            Err(deadpool_postgres::PoolError::Backend(e))
+                if self.stale_hook.is_some() && stale_kind(&e) == Some(Stale::Credential) =>
+            {
+                tracing::warn!(
+                    target: "cqrs_postgres",
+                    schema = %self.schema,
+                    error = %crate::error::PostgresError::db("opening a connection", e),
+                    "login refused; waiting for new credentials"
+                );
+                self.recover(seen, Stale::Credential).await;
+                self.pool.get().await
+            }
+            other => other,
+        }
     }
 
     /// Opens (or reuses) a connection and runs `SELECT 1`: fails fast with a clear error
@@ -222,6 +325,7 @@ impl PgPool {
         let now = Instant::now();
         *self.retire_before.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
         let _ = self.pool.retain(|_, metrics| metrics.created >= now);
+        self.generation.send_modify(|g| *g += 1);
     }
 
     /// The underlying deadpool pool, for status and metrics.

@@ -17,7 +17,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
 use uuid::Uuid;
 
-use crate::error::{CommitContext, PostgresError, commit_error, store_error, store_pool_error};
+use crate::error::{
+    CommitContext, PostgresError, commit_error, stale_store_error, store_error, store_pool_error,
+};
 use crate::outbox::span_context_properties;
 use crate::pool::PgPool;
 use crate::schema::{SchemaName, render};
@@ -247,7 +249,44 @@ impl<A: Aggregate> PostgresStore<A> {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool.inner().get().await.map_err(store_pool_error)
+        self.pool.connection().await.map_err(store_pool_error)
+    }
+
+    /// Runs `operation`, and once more on a fresh connection when it failed because its
+    /// connection was dead (closed, terminated) or its credential was (login refused,
+    /// role dropped by a revoked lease): see [`PgPool::on_stale_credentials`].
+    ///
+    /// Safe for every operation of the store: reads have no effect, and a commit that
+    /// failed this way was rolled back with its connection, or, if the connection died
+    /// during `COMMIT` itself, is recognised by its command id when run again
+    /// ([`StoreError::DuplicateCommand`], which the handler answers with the receipt).
+    async fn retrying<T, F, Fut>(&self, mut operation: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let seen = self.pool.credentials_generation();
+        match operation().await {
+            Err(e) => match stale_store_error(&e) {
+                Some(kind) => {
+                    tracing::warn!(
+                        target: "cqrs_postgres",
+                        schema = %self.pool.schema(),
+                        aggregate_type = A::TYPE,
+                        error = %e,
+                        ?kind,
+                        "connection or credential went stale; running the operation again on a fresh connection"
+                    );
+                    if self.pool.recover(seen, kind).await {
+                        operation().await
+                    } else {
+                        Err(e)
+                    }
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        }
     }
 
     fn decode_state(value: Value, aggregate_id: &str) -> Result<A, StoreError> {
@@ -393,10 +432,13 @@ impl<A: Aggregate> PostgresStore<A> {
 impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
     async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
         cqrs_core::validate::aggregate_id(aggregate_id).map_err(StoreError::InvalidInput)?;
-        match self.mode {
-            PersistenceMode::EventSourced { .. } => self.load_event_sourced(aggregate_id).await,
-            PersistenceMode::StateStored => self.load_state_stored(aggregate_id).await,
-        }
+        self.retrying(|| async {
+            match self.mode {
+                PersistenceMode::EventSourced { .. } => self.load_event_sourced(aggregate_id).await,
+                PersistenceMode::StateStored => self.load_state_stored(aggregate_id).await,
+            }
+        })
+        .await
     }
 
     async fn load_events(
@@ -411,6 +453,25 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
         }
         cqrs_core::validate::aggregate_id(aggregate_id).map_err(StoreError::InvalidInput)?;
         let after = to_i64(after_sequence, "sequence")?;
+        self.retrying(|| self.load_events_once(aggregate_id, after))
+            .await
+    }
+
+    async fn find_receipt(&self, command_id: Uuid) -> Result<Option<CommandReceipt>, StoreError> {
+        self.retrying(|| self.find_receipt_once(command_id)).await
+    }
+
+    async fn commit(&self, commit: Commit<'_, A>) -> Result<(), StoreError> {
+        self.retrying(|| self.commit_once(&commit)).await
+    }
+}
+
+impl<A: Aggregate> PostgresStore<A> {
+    async fn load_events_once(
+        &self,
+        aggregate_id: &str,
+        after: i64,
+    ) -> Result<Vec<EventEnvelope<A::Event>>, StoreError> {
         let client = self.client().await?;
         let statement = prepare(&client, &self.sql.load_events).await?;
         let rows = client
@@ -423,7 +484,10 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
             .collect()
     }
 
-    async fn find_receipt(&self, command_id: Uuid) -> Result<Option<CommandReceipt>, StoreError> {
+    async fn find_receipt_once(
+        &self,
+        command_id: Uuid,
+    ) -> Result<Option<CommandReceipt>, StoreError> {
         let client = self.client().await?;
         let statement = prepare(&client, &self.sql.find_receipt).await?;
         let row = client
@@ -443,7 +507,7 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
             })
     }
 
-    async fn commit(&self, commit: Commit<'_, A>) -> Result<(), StoreError> {
+    async fn commit_once(&self, commit: &Commit<'_, A>) -> Result<(), StoreError> {
         let aggregate_id = commit.aggregate_id;
         cqrs_core::validate::aggregate_id(aggregate_id).map_err(StoreError::InvalidInput)?;
         if commit.events.is_empty() {

@@ -11,7 +11,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use cqrs_vault::{DatabaseLease, DbCredentials, LeaseOptions, VaultClient, VaultError};
 use tokio::sync::watch;
@@ -37,9 +36,13 @@ pub enum VaultPgError {
 /// A [`PgPool`] logging in with leased, rotating credentials.
 ///
 /// Give [`VaultPgPool::pool`] to [`PostgresStore`](crate::PostgresStore) and the rest of the
-/// crate as usual. [`VaultPgPool::get`] additionally reacts to a refused login (the lease
-/// was revoked from outside): it has the lease looked up, waits for the replacement
-/// credential and tries once more.
+/// crate as usual. The pool reacts to a dead credential (the lease was revoked from
+/// outside: a refused login, a session whose role was dropped, a connection terminated
+/// under it): it has the lease looked up at once, waits for the replacement credential and
+/// runs the store operation once more on a fresh connection, so commands do not fail
+/// (see [`PgPool::on_stale_credentials`]). Statements you run yourself on a connection
+/// from [`VaultPgPool::get`] are not retried: pass their errors to
+/// [`VaultPgPool::report_error`].
 ///
 /// ```no_run
 /// use cqrs_postgres::{PostgresConfig, TlsMode, vault::VaultPgPool};
@@ -103,8 +106,9 @@ impl VaultPgPool {
     ) -> Result<Self, VaultPgError> {
         let lease = DatabaseLease::start(vault, role, options).await?;
         let credentials = Arc::new(SwappableCredentials::new(to_credentials(&lease.current())));
+        let check = lease.checker();
         let pool = match PgPool::new(&config.credentials(Arc::clone(&credentials))) {
-            Ok(pool) => pool,
+            Ok(pool) => pool.on_stale_credentials(move || check.request()),
             Err(e) => {
                 let _ = lease.shutdown().await;
                 return Err(e.into());
@@ -147,8 +151,10 @@ impl VaultPgPool {
         self.credentials.credentials().user
     }
 
-    /// A connection, like [`PgPool::get`]; when the login is refused because the lease
-    /// is gone, waits (up to 5 s) for the lease manager to replace it and tries again.
+    /// A connection: [`PgPool::get`] of the pool, which, when the login is refused
+    /// because the lease is gone, has the lease looked up, waits (up to
+    /// [`CREDENTIAL_WAIT`](crate::CREDENTIAL_WAIT)) for the replacement and tries
+    /// again.
     ///
     /// # Errors
     /// As [`PgPool::get`].
@@ -160,30 +166,7 @@ impl VaultPgPool {
     /// # Ok(()) }
     /// ```
     pub async fn get(&self) -> Result<deadpool_postgres::Object, PostgresError> {
-        let mut changes = self.lease.subscribe();
-        changes.borrow_and_update();
-        match self.pool.get().await {
-            Err(e) if is_credential_error(&e) => {
-                tracing::warn!(
-                    target: "cqrs_postgres",
-                    error = %e,
-                    "login refused; checking the Vault lease"
-                );
-                self.lease.request_check();
-                if tokio::time::timeout(Duration::from_secs(5), changes.changed())
-                    .await
-                    .is_ok_and(|r| r.is_ok())
-                {
-                    // The follower task swaps the credential; make sure it did.
-                    self.credentials
-                        .replace(to_credentials(&changes.borrow_and_update()));
-                    self.pool.get().await
-                } else {
-                    Err(e)
-                }
-            }
-            other => other,
-        }
+        self.pool.get().await
     }
 
     /// Tells the lease manager about a database error: when it says the login or the

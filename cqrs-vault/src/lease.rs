@@ -106,6 +106,37 @@ impl fmt::Debug for DbCredentials {
     }
 }
 
+/// Asks a [`DatabaseLease`]'s background task to look the lease up now
+/// ([`DatabaseLease::checker`]); does nothing once the lease was shut down.
+///
+/// ```no_run
+/// # fn f(lease: &cqrs_vault::DatabaseLease) {
+/// let check: cqrs_vault::LeaseCheck = lease.checker();
+/// check.request();
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct LeaseCheck {
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+impl LeaseCheck {
+    /// Same as [`DatabaseLease::request_check`].
+    ///
+    /// ```no_run
+    /// # fn f(check: cqrs_vault::LeaseCheck) { check.request(); }
+    /// ```
+    pub fn request(&self) {
+        let _ = self.commands.send(Command::Check);
+    }
+}
+
+impl fmt::Debug for LeaseCheck {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LeaseCheck").finish_non_exhaustive()
+    }
+}
+
 enum Command {
     Rotate(oneshot::Sender<Result<Arc<DbCredentials>>>),
     Check,
@@ -213,6 +244,22 @@ impl DatabaseLease {
     /// refused a login or a session lost its role): a revoked lease is replaced at once.
     pub fn request_check(&self) {
         let _ = self.commands.send(Command::Check);
+    }
+
+    /// A cheap, clonable handle that can only ask for a lookup, for code that notices a
+    /// dead credential away from the lease (a connection pool's error path).
+    ///
+    /// ```no_run
+    /// # fn f(lease: &cqrs_vault::DatabaseLease) {
+    /// let check = lease.checker();
+    /// // later, when the database says the session's role is gone:
+    /// check.request();
+    /// # }
+    /// ```
+    pub fn checker(&self) -> LeaseCheck {
+        LeaseCheck {
+            commands: self.commands.clone(),
+        }
     }
 
     /// Replaces the credential now and waits for the new one.

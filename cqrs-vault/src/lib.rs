@@ -49,6 +49,6 @@ pub use client::{TokenInfo, VaultClient};
 pub use config::{Auth, RetryOptions, SecretSource, VaultConfig};
 pub use error::{Result, VaultError};
 pub use kv::{KvOptions, KvSecret, KvVersion};
-pub use lease::{DatabaseLease, DbCredentials, LeaseOptions};
+pub use lease::{DatabaseLease, DbCredentials, LeaseCheck, LeaseOptions};
 pub use metrics::VaultMetrics;
 pub use secret::SecretString;
