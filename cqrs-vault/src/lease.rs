@@ -732,17 +732,15 @@ impl Worker {
     }
 
     /// True when Vault says the lease no longer exists (revoked or expired).
+    ///
+    /// Only a refused lookup (400, "invalid lease") says so. The `ttl` of a lease that was
+    /// found is in whole seconds, rounded down: 0 in its last second (and for a lease
+    /// without expiry), while it is still valid and renewable; the lease's own clock
+    /// ([`Worker::renew`], the expiry path) handles the end of its life.
     async fn lease_gone(&mut self, active: &Active) -> bool {
         let body = json!({ "lease_id": active.creds.lease_id.expose() });
         match self.client.write("sys/leases/lookup", &body).await {
-            Ok(answer) => {
-                let ttl = answer
-                    .as_ref()
-                    .and_then(|a| a.get("data"))
-                    .and_then(|d| d.get("ttl"))
-                    .and_then(Value::as_u64);
-                ttl == Some(0)
-            }
+            Ok(_) => false,
             Err(VaultError::Refused { status: 400, .. }) => true,
             Err(e) => {
                 tracing::debug!(target: "cqrs_vault", error = %e, "lease lookup failed");
