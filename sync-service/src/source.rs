@@ -191,7 +191,12 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches up to 64 MB per consumer by default; the workers' queues
         // already hold a batch ahead, so a smaller prefetch bounds memory without starving them.
-        .set("queued.max.messages.kbytes", "16384");
+        .set("queued.max.messages.kbytes", "16384")
+        // A fetch waits up to 500 ms for data by default, and brokers that do not answer a
+        // waiting fetch as soon as data arrives (tansu) then add that wait to every change's
+        // latency: measured 129 ms p50 / 254 ms p99 produce-to-consume at 500 ms against
+        // 9 / 22 ms at 25 ms. An idle consumer pays 40 small requests per second per broker.
+        .set("fetch.wait.max.ms", "25");
     with_user_properties(&mut config, kafka);
     config.set("enable.auto.offset.store", "false");
     config
