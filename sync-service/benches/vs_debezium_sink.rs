@@ -296,7 +296,7 @@ group_id = "{group}"
 topics = [{topics}]
 format = "avro"
 session_timeout_ms = 6000
-
+{properties}
 [schema_registry]
 url = "{registry}"
 
@@ -320,7 +320,23 @@ listen = "{listen}"
         registry = env.get("SCHEMA_REGISTRY_URL"),
         mongo = env.get("MONGODB_URI"),
         topics = topics.join(", "),
+        properties = kafka_properties(),
     )
+}
+
+/// `BENCH_KAFKA_PROPERTIES="key=value,key=value"`: librdkafka properties for tuning runs.
+fn kafka_properties() -> String {
+    let Ok(list) = std::env::var("BENCH_KAFKA_PROPERTIES") else {
+        return String::new();
+    };
+    let mut section = String::from("[kafka.properties]\n");
+    for pair in list.split(',').filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .expect("BENCH_KAFKA_PROPERTIES: key=value");
+        section.push_str(&format!("{key:?} = {value:?}\n"));
+    }
+    section
 }
 
 fn projection(schema: &str, table: &str) -> String {

@@ -190,8 +190,10 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // ListOffsets(LATEST) is not reliable here) against committed offsets.
         .set("statistics.interval.ms", "5000")
         // librdkafka prefetches up to 64 MB per consumer by default; the workers' queues
-        // already hold a batch ahead, so a smaller prefetch bounds memory without starving them.
-        .set("queued.max.messages.kbytes", "16384")
+        // already hold a batch ahead, so a small prefetch bounds memory without starving
+        // them. Measured at full throughput (BENCHMARKS.md): peak RSS 116 MB at 64 MB, 107 MB
+        // at 16 MB, 73 MB at 4 MB, with the same changes/s.
+        .set("queued.max.messages.kbytes", "4096")
         // A fetch waits up to 500 ms for data by default, and brokers that do not answer a
         // waiting fetch as soon as data arrives (tansu) then add that wait to every change's
         // latency: measured 129 ms p50 / 254 ms p99 produce-to-consume at 500 ms against
