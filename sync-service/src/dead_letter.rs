@@ -35,6 +35,19 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Every stage, in pipeline order.
+    ///
+    /// ```
+    /// assert_eq!(sync_service::dead_letter::Stage::ALL.len(), 5);
+    /// ```
+    pub const ALL: [Stage; 5] = [
+        Stage::Decode,
+        Stage::Envelope,
+        Stage::Map,
+        Stage::Write,
+        Stage::HeldBack,
+    ];
+
     /// The stage name used in headers and metrics.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -83,6 +83,30 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Creates the per-projection and per-stage series at 0, so that Prometheus sees their
+    /// first increment (a series that appears at 1 shows no `increase()` or `rate()`).
+    ///
+    /// ```
+    /// let metrics = sync_service::metrics::Metrics::new();
+    /// metrics.initialize(["orders"]);
+    /// assert!(metrics.render().contains("sync_changes_stale_total{projection=\"orders\"} 0"));
+    /// assert!(metrics.render().contains("sync_changes_dead_lettered_total{stage=\"decode\"} 0"));
+    /// ```
+    pub fn initialize<'a>(&self, projections: impl IntoIterator<Item = &'a str>) {
+        for projection in projections {
+            let label = ProjectionLabel {
+                projection: projection.to_owned(),
+            };
+            let _ = self.applied.get_or_create(&label);
+            let _ = self.stale.get_or_create(&label);
+        }
+        for stage in crate::dead_letter::Stage::ALL {
+            let _ = self.dead_lettered.get_or_create(&StageLabel {
+                stage: stage.as_str().to_owned(),
+            });
+        }
+    }
+
     /// Creates and registers the metrics.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sync");

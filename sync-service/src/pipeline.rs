@@ -151,12 +151,15 @@ impl Pipeline {
 
         let mut report = BatchReport::default();
         for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
+            // Stale writes (redelivery, replay) made nothing visible: no latency to record.
+            let mut applied_any = false;
             if let Fate::Planned(range, _) = fate {
                 let range = range.clone();
                 for (p, outcome) in planned[range.clone()].iter().zip(&written.outcomes[range]) {
                     let projection = projection_of(p);
                     match outcome {
                         ItemOutcome::Applied => {
+                            applied_any = true;
                             report.applied += 1;
                             self.metrics.applied.get_or_create(&projection).inc();
                         }
@@ -189,12 +192,12 @@ impl Pipeline {
                     self.dead_letter(message, failure, shutdown).await?;
                     report.dead_lettered += 1;
                 }
-                Fate::Planned(_, Some(committed_ms)) => {
+                Fate::Planned(_, Some(committed_ms)) if applied_any => {
                     let now_ms = chrono::Utc::now().timestamp_millis();
                     let seconds = (now_ms - *committed_ms).max(0) as f64 / 1000.0;
                     self.metrics.end_to_end_latency.observe(seconds);
                 }
-                Fate::Planned(_, None) => {}
+                Fate::Planned(..) => {}
             }
             if let Some(context) = context {
                 trace_apply(message, fate, context);

@@ -120,6 +120,7 @@ impl SyncService {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
         let mut pipeline = build_pipeline(&self.config, self.projections).await?;
         pipeline.metrics = self.metrics;
+        pipeline.metrics.initialize(pipeline.projections.names());
         // Keys parked by dead letters of earlier runs stay held back.
         pipeline.dead_letters.refresh().await?;
         let pipeline = Arc::new(pipeline);
