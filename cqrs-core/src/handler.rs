@@ -10,7 +10,7 @@ use crate::aggregate::{Aggregate, validate_aggregate_id, validate_type_name};
 use crate::command::CommandMetadata;
 use crate::consistency::ConsistencyToken;
 use crate::event::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
-use crate::store::{AggregateStore, CommandReceipt, Commit, StoreError};
+use crate::store::{AggregateStore, CommandReceipt, Commit, ForCommand, StoreError};
 
 /// How often and how patiently a command is re-run after a concurrency conflict.
 ///
@@ -229,14 +229,23 @@ where
             ));
         }
 
-        if let Some(receipt) = self.store.find_receipt(metadata.command_id).await? {
-            return Ok(Ok(deduplicated(receipt, 0)));
-        }
+        // The receipt check and the first load: one round trip where the store can.
+        let mut first = match self
+            .store
+            .load_for_command(aggregate_id, metadata.command_id)
+            .await?
+        {
+            ForCommand::Processed(receipt) => return Ok(Ok(deduplicated(receipt, 0))),
+            ForCommand::Ready(loaded) => Some(loaded),
+        };
 
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let loaded = self.store.load(aggregate_id).await?;
+            let loaded = match first.take() {
+                Some(loaded) => loaded,
+                None => self.store.load(aggregate_id).await?,
+            };
             let mut state = loaded.state;
             let decided = match state.handle(command) {
                 Ok(events) => events,

@@ -86,7 +86,8 @@ pub use handler::{CommandError, CommandHandler, CommandOutcome, CommandResult, R
 pub use memory::InMemoryStore;
 pub use read_model::{Projection, ReadModel, ReadModelWrite, Target};
 pub use store::{
-    AggregateStore, CommandReceipt, Commit, Loaded, OutboxMessage, PersistenceMode, StoreError,
+    AggregateStore, CommandReceipt, Commit, ForCommand, Loaded, OutboxMessage, PersistenceMode,
+    StoreError,
 };
 pub use testing::{Given, TestFramework, Then};
 pub use trace::{InvalidTraceContext, TraceContext};

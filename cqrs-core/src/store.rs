@@ -248,4 +248,33 @@ pub trait AggregateStore<A: Aggregate>: Send + Sync {
 
     /// Writes one command's events, state, outbox rows and receipt atomically.
     async fn commit(&self, commit: Commit<'_, A>) -> Result<(), StoreError>;
+
+    /// What a command handler needs before deciding: the receipt of `command_id` when that
+    /// command was already processed, else the aggregate's current state. The default
+    /// looks the receipt up, then loads; a store may answer both in one round trip.
+    async fn load_for_command(
+        &self,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> Result<ForCommand<A>, StoreError> {
+        match self.find_receipt(command_id).await? {
+            Some(receipt) => Ok(ForCommand::Processed(receipt)),
+            None => Ok(ForCommand::Ready(self.load(aggregate_id).await?)),
+        }
+    }
+}
+
+/// The answer of [`AggregateStore::load_for_command`].
+///
+/// ```
+/// use cqrs_core::{ForCommand, Loaded};
+/// let ready: ForCommand<u32> = ForCommand::Ready(Loaded { state: 0, version: 0 });
+/// assert!(matches!(ready, ForCommand::Ready(Loaded { version: 0, .. })));
+/// ```
+#[derive(Debug, Clone)]
+pub enum ForCommand<A> {
+    /// The command was processed before: its receipt.
+    Processed(CommandReceipt),
+    /// Not processed yet: the aggregate as it stands.
+    Ready(Loaded<A>),
 }

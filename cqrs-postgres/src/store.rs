@@ -7,8 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
-    Aggregate, AggregateStore, CommandReceipt, Commit, EventEnvelope, EventMetadata, Loaded,
-    PersistenceMode, StoreError, TraceContext, Upcasters,
+    Aggregate, AggregateStore, CommandReceipt, Commit, EventEnvelope, EventMetadata, ForCommand,
+    Loaded, PersistenceMode, StoreError, TraceContext, Upcasters,
 };
 use futures::future::OptionFuture;
 use serde::{Deserialize, Serialize};
@@ -337,14 +337,30 @@ impl<A: Aggregate> PostgresStore<A> {
         self.upcasters.decode(metadata, payload)
     }
 
-    async fn load_event_sourced(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
-        let client = self.client().await?;
-        let statement = prepare(&client, &self.sql.load_event_sourced).await?;
+    /// Loads on `client`, in the mode of the store.
+    async fn load_on(
+        &self,
+        client: &deadpool_postgres::Object,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
+        match self.mode {
+            PersistenceMode::EventSourced { .. } => {
+                self.load_event_sourced(client, aggregate_id).await
+            }
+            PersistenceMode::StateStored => self.load_state_stored(client, aggregate_id).await,
+        }
+    }
+
+    async fn load_event_sourced(
+        &self,
+        client: &deadpool_postgres::Object,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
+        let statement = prepare(client, &self.sql.load_event_sourced).await?;
         let rows = client
             .query(&statement, &[&A::TYPE, &aggregate_id])
             .await
             .map_err(|e| store_error("loading an aggregate", e))?;
-        drop(client);
 
         let read = |e| store_error("loading an aggregate", e);
         let Some(first) = rows.first() else {
@@ -398,14 +414,16 @@ impl<A: Aggregate> PostgresStore<A> {
         Ok(Loaded { state, version })
     }
 
-    async fn load_state_stored(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
-        let client = self.client().await?;
-        let statement = prepare(&client, &self.sql.load_state).await?;
+    async fn load_state_stored(
+        &self,
+        client: &deadpool_postgres::Object,
+        aggregate_id: &str,
+    ) -> Result<Loaded<A>, StoreError> {
+        let statement = prepare(client, &self.sql.load_state).await?;
         let row = client
             .query_opt(&statement, &[&A::TYPE, &aggregate_id])
             .await
             .map_err(|e| store_error("loading an aggregate", e))?;
-        drop(client);
         let Some(row) = row else {
             return Ok(Loaded {
                 state: A::default(),
@@ -433,10 +451,8 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
     async fn load(&self, aggregate_id: &str) -> Result<Loaded<A>, StoreError> {
         cqrs_core::validate::aggregate_id(aggregate_id).map_err(StoreError::InvalidInput)?;
         self.retrying(|| async {
-            match self.mode {
-                PersistenceMode::EventSourced { .. } => self.load_event_sourced(aggregate_id).await,
-                PersistenceMode::StateStored => self.load_state_stored(aggregate_id).await,
-            }
+            let client = self.client().await?;
+            self.load_on(&client, aggregate_id).await
         })
         .await
     }
@@ -458,7 +474,33 @@ impl<A: Aggregate> AggregateStore<A> for PostgresStore<A> {
     }
 
     async fn find_receipt(&self, command_id: Uuid) -> Result<Option<CommandReceipt>, StoreError> {
-        self.retrying(|| self.find_receipt_once(command_id)).await
+        self.retrying(|| async {
+            let client = self.client().await?;
+            self.find_receipt_on(&client, command_id).await
+        })
+        .await
+    }
+
+    /// Both queries on one connection at once: tokio-postgres pipelines them, so the
+    /// idempotency check costs no round trip of its own.
+    async fn load_for_command(
+        &self,
+        aggregate_id: &str,
+        command_id: Uuid,
+    ) -> Result<ForCommand<A>, StoreError> {
+        cqrs_core::validate::aggregate_id(aggregate_id).map_err(StoreError::InvalidInput)?;
+        self.retrying(|| async {
+            let client = self.client().await?;
+            let (receipt, loaded) = futures::try_join!(
+                self.find_receipt_on(&client, command_id),
+                self.load_on(&client, aggregate_id)
+            )?;
+            Ok(match receipt {
+                Some(receipt) => ForCommand::Processed(receipt),
+                None => ForCommand::Ready(loaded),
+            })
+        })
+        .await
     }
 
     async fn commit(&self, commit: Commit<'_, A>) -> Result<(), StoreError> {
@@ -484,17 +526,16 @@ impl<A: Aggregate> PostgresStore<A> {
             .collect()
     }
 
-    async fn find_receipt_once(
+    async fn find_receipt_on(
         &self,
+        client: &deadpool_postgres::Object,
         command_id: Uuid,
     ) -> Result<Option<CommandReceipt>, StoreError> {
-        let client = self.client().await?;
-        let statement = prepare(&client, &self.sql.find_receipt).await?;
+        let statement = prepare(client, &self.sql.find_receipt).await?;
         let row = client
             .query_opt(&statement, &[&command_id])
             .await
             .map_err(|e| store_error("looking up a command receipt", e))?;
-        drop(client);
         let Some(row) = row else { return Ok(None) };
         let receipt: Value = row
             .try_get(0)
