@@ -9,6 +9,9 @@
 //!   id) apply in the order given. A batch where every document appears once is a single
 //!   unordered bulk request; the *n*-th write of a document goes into the *n*-th request.
 //! * **Unordered across documents**: one failing item never stops the others.
+//! * **A failed write holds back the rest of its document**: once a write of a document
+//!   fails (refused by the server, or not buildable), its later writes in the batch are not
+//!   sent and fail as held back, so nothing is applied on top of a missing change.
 //! * **Stale**: a duplicate key on `_id` (code 11000) is the guard saying "stored version
 //!   is as new or newer": [`ItemOutcome::Stale`], confirmed once by a retry of just those
 //!   items (see [`guard`] for why) unless [`BulkOptions::confirm_stale`] is
@@ -211,7 +214,7 @@ impl BulkResult {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Item(usize),
     Checkpoint(usize),
@@ -407,6 +410,8 @@ impl BulkWriter {
         checkpoints: Vec<CheckpointUpdate>,
     ) -> Result<BulkResult> {
         let mut items: Vec<Option<ItemOutcome>> = vec![None; writes.len()];
+        // Documents with a failed write: their later writes are held back.
+        let mut failed_docs: std::collections::HashSet<String> = Default::default();
         let mut cp_out: Vec<Option<ItemOutcome>> = vec![None; checkpoints.len()];
         let default_db = self.client.default_database_name();
         let now = bson::DateTime::now();
@@ -418,13 +423,16 @@ impl BulkWriter {
             let op: GuardedOp = match guard::build(write, &self.fields, now) {
                 Ok(op) => op,
                 Err(e) => {
+                    let namespace = ns_of(
+                        write.target().database.as_deref(),
+                        &default_db,
+                        &write.target().collection,
+                    );
+                    let id = display_id(write.id());
+                    failed_docs.insert(doc_key(&namespace, &id));
                     items[i] = Some(ItemOutcome::Failed(ItemError {
-                        namespace: ns_of(
-                            write.target().database.as_deref(),
-                            &default_db,
-                            &write.target().collection,
-                        ),
-                        id: display_id(write.id()),
+                        namespace,
+                        id,
                         code: None,
                         message: e.to_string(),
                     }));
@@ -487,22 +495,50 @@ impl BulkWriter {
 
         let mut requests = 0;
         for (n, mut round) in rounds.into_iter().enumerate() {
+            round.retain(|unit| {
+                let key = doc_key(&unit.ns.to_string(), &unit.id);
+                match unit.slot {
+                    Slot::Item(i) if failed_docs.contains(&key) => {
+                        items[i] = Some(ItemOutcome::Failed(ItemError {
+                            namespace: unit.ns.to_string(),
+                            id: unit.id.clone(),
+                            code: None,
+                            message: "held back: an earlier write of this document in the \
+                                      batch failed"
+                                .into(),
+                        }));
+                        false
+                    }
+                    _ => true,
+                }
+            });
+            let mut settled: Vec<(String, Slot, ItemOutcome)> = Vec::new();
             // Only a document's first write of the batch may be an insert.
             if n == 0 && self.use_insert_first() {
+                let keys: HashMap<Slot, String> = round
+                    .iter()
+                    .map(|u| (u.slot, doc_key(&u.ns.to_string(), &u.id)))
+                    .collect();
                 let inserted = self.insert_first(&mut round).await?;
                 requests += inserted.requests;
                 for (slot, outcome) in inserted.settled {
-                    match slot {
-                        Slot::Item(i) => items[i] = Some(outcome),
-                        Slot::Checkpoint(j) => cp_out[j] = Some(outcome),
-                    }
+                    let key = keys.get(&slot).cloned().unwrap_or_default();
+                    settled.push((key, slot, outcome));
                 }
             }
             let (outcomes, sent) = self.run_round(strategy, &round).await?;
             requests += sent;
             for (unit, outcome) in round.iter().zip(outcomes) {
-                match unit.slot {
-                    Slot::Item(i) => items[i] = Some(outcome),
+                settled.push((doc_key(&unit.ns.to_string(), &unit.id), unit.slot, outcome));
+            }
+            for (key, slot, outcome) in settled {
+                match slot {
+                    Slot::Item(i) => {
+                        if matches!(outcome, ItemOutcome::Failed(_)) {
+                            failed_docs.insert(key);
+                        }
+                        items[i] = Some(outcome);
+                    }
                     Slot::Checkpoint(j) => cp_out[j] = Some(outcome),
                 }
             }
@@ -825,6 +861,11 @@ fn classify(code: i32, message: &str) -> Raw {
         Some(DuplicateOn::Id) => Raw::DuplicateId,
         _ => Raw::Failed(Some(code), message.to_string()),
     }
+}
+
+/// Identifies a document across the namespaces of a batch.
+fn doc_key(namespace: &str, id: &str) -> String {
+    format!("{namespace}\u{0}{id}")
 }
 
 fn ns_of(db: Option<&str>, default_db: &str, coll: &str) -> String {

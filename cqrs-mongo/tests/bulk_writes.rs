@@ -433,3 +433,85 @@ async fn checkpoints_alone_and_monotonic() {
     let empty = writer.write(vec![], vec![]).await.unwrap();
     assert_eq!(empty.requests, 0);
 }
+
+/// A document's write refused by the server (a unique index) holds back its later writes in
+/// the same batch: the later, valid write is not applied on top of the missing one. Other
+/// documents are unaffected.
+async fn failed_write_holds_back_its_document(strategy: BulkStrategy) {
+    let db = TestDb::new().await;
+    let writer = db.mongo.bulk_writer().with_options(BulkOptions {
+        strategy,
+        ..BulkOptions::default()
+    });
+    let users = db.mongo.default_database().collection::<Document>("users");
+    users
+        .create_index(
+            IndexModel::builder()
+                .keys(doc! { "email": 1 })
+                .options(IndexOptions::builder().unique(true).build())
+                .build(),
+        )
+        .await
+        .unwrap();
+    let v = SourceVersion::new;
+    let seed = writer
+        .write(
+            vec![
+                replace(None, "users", "a", v(1), doc! { "email": "a@x" }),
+                replace(None, "users", "b", v(2), doc! { "email": "b@x" }),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        seed.items.iter().all(|o| matches!(o, ItemOutcome::Applied)),
+        "{:?}",
+        seed.items
+    );
+
+    let result = writer
+        .write(
+            vec![
+                // Refused: a@x belongs to "a".
+                replace(None, "users", "b", v(3), doc! { "email": "a@x" }),
+                replace(None, "users", "c", v(4), doc! { "email": "c@x" }),
+                // Valid on its own, but it follows the refused write of "b".
+                replace(None, "users", "b", v(5), doc! { "email": "b2@x" }),
+                patch("users", "b", v(6), doc! { "seen": true }, &[]),
+            ],
+            vec![],
+        )
+        .await
+        .unwrap();
+    match &result.items[0] {
+        ItemOutcome::Failed(e) => assert_eq!(e.id, "b", "{e}"),
+        other => panic!("the unique index should refuse the first write: {other:?}"),
+    }
+    assert!(
+        matches!(result.items[1], ItemOutcome::Applied),
+        "{:?}",
+        result.items[1]
+    );
+    for held in &result.items[2..] {
+        match held {
+            ItemOutcome::Failed(e) => assert!(e.message.contains("held back"), "{e}"),
+            other => panic!("a later write of b was not held back: {other:?}"),
+        }
+    }
+    let b = users.find_one(doc! { "_id": "b" }).await.unwrap().unwrap();
+    assert_eq!(b.get_str("email").unwrap(), "b@x", "{b}");
+    assert!(b.get("seen").is_none(), "{b}");
+    assert_eq!(b.get_i64("_version").unwrap(), 2, "{b}");
+    assert!(users.find_one(doc! { "_id": "c" }).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn failed_write_holds_back_its_document_client_bulk_write() {
+    failed_write_holds_back_its_document(BulkStrategy::ClientBulkWrite).await;
+}
+
+#[tokio::test]
+async fn failed_write_holds_back_its_document_per_collection() {
+    failed_write_holds_back_its_document(BulkStrategy::PerCollection).await;
+}

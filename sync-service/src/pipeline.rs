@@ -150,6 +150,8 @@ impl Pipeline {
             .set(i64::try_from(self.writer.client_generation()).unwrap_or(i64::MAX));
 
         let mut report = BatchReport::default();
+        // Keys whose write failed in this batch: the writer held their later writes back.
+        let mut write_failed: HashMap<KeyRef, String> = HashMap::new();
         for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
             // Stale writes (redelivery, replay) made nothing visible: no latency to record.
             let mut applied_any = false;
@@ -168,10 +170,23 @@ impl Pipeline {
                             self.metrics.stale.get_or_create(&projection).inc();
                         }
                         ItemOutcome::Failed(e) => {
+                            let key = KeyRef::of(message);
+                            let behind = write_failed.get(&key).cloned();
                             *fate = Fate::Failed(Failure {
-                                stage: Stage::Write,
+                                stage: if behind.is_some() {
+                                    Stage::HeldBack
+                                } else {
+                                    Stage::Write
+                                },
                                 error: e.to_string(),
-                                behind: None,
+                                behind,
+                            });
+                            write_failed.entry(key).or_insert_with(|| {
+                                DeadLetter::id_of(
+                                    message.topic(),
+                                    message.partition(),
+                                    message.offset(),
+                                )
                             });
                             break;
                         }

@@ -280,3 +280,111 @@ async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
     running.stop().await;
     s.cleanup().await;
 }
+
+/// MongoDB refuses one write (a unique index of the read model) of a row changed twice in
+/// one transaction: the refused change is dead-lettered at the write stage, the later change
+/// of the same row is held back behind it (whether it was in the same batch or not) and the
+/// document stays as it was; other rows keep flowing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_refused_by_mongodb_holds_back_the_later_changes_of_its_row() {
+    let s = Scenario::new("refused").await;
+    let guard = s.cleanup_guard();
+    s.sql(
+        "CREATE TABLE {s}.users (id int PRIMARY KEY, email text NOT NULL);
+         INSERT INTO {s}.users VALUES (1, 'a@x'), (2, 'b@x');",
+    )
+    .await;
+    let users = support::mongo(&s.contract)
+        .await
+        .database(&s.database)
+        .collection::<Document>("users");
+    users
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "email": 1 })
+                .options(
+                    mongodb::options::IndexOptions::builder()
+                        .unique(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .await
+        .unwrap();
+    let config = s.config(
+        r#"
+        [[projection]]
+        table = "{s}.users"
+        collection = "users"
+        "#,
+    );
+    let running = Running::start(SyncService::new(config.clone()));
+    let emails = || async {
+        let mut seen: Vec<(i32, String)> = s
+            .live_docs("users")
+            .await
+            .iter()
+            .map(|d| {
+                (
+                    d.get_i32("_id").unwrap(),
+                    d.get_str("email").unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
+        seen.sort();
+        seen
+    };
+    until("both users projected", WAIT, || async {
+        let seen = emails().await;
+        (seen.len() == 2).then_some(()).ok_or(format!("{seen:?}"))
+    })
+    .await;
+
+    // One transaction: the first update takes a@x (refused by the index), the second
+    // would succeed on its own.
+    s.sql(
+        "BEGIN;
+         UPDATE {s}.users SET email = 'a@x' WHERE id = 2;
+         UPDATE {s}.users SET email = 'c@x' WHERE id = 2;
+         COMMIT;
+         UPDATE {s}.users SET email = 'a2@x' WHERE id = 1;",
+    )
+    .await;
+    until("user 1 updated", WAIT, || async {
+        let seen = emails().await;
+        (seen == [(1, "a2@x".to_owned()), (2, "b@x".to_owned())])
+            .then_some(())
+            .ok_or(format!("{seen:?}"))
+    })
+    .await;
+    let pending = until("two pending dead letters", WAIT, || async {
+        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        if pending.len() == 2 {
+            Ok(pending)
+        } else {
+            Err(format!("{pending:?}"))
+        }
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        emails().await,
+        [(1, "a2@x".to_owned()), (2, "b@x".to_owned())],
+        "the change after the refused one was applied on top of it"
+    );
+    let refused: Vec<_> = pending.iter().filter(|d| d.stage == Stage::Write).collect();
+    let held: Vec<_> = pending
+        .iter()
+        .filter(|d| d.stage == Stage::HeldBack)
+        .collect();
+    assert_eq!(refused.len(), 1, "{pending:?}");
+    assert_eq!(held.len(), 1, "{pending:?}");
+    assert_eq!(held[0].behind.as_deref(), Some(refused[0].id.as_str()));
+    assert!(
+        refused[0].error.contains("E11000") || refused[0].error.contains("duplicate"),
+        "{:?}",
+        refused[0]
+    );
+    s.cleanup().await;
+    guard.disarm();
+}
