@@ -16,22 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Message};
-use support::{Running, Scenario, eventually, until};
+use rdkafka::Message;
+use support::{Running, Scenario, eventually, free_port, until};
 use sync_service::SyncService;
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The Prometheus binary, installed into the tool cache when missing.
@@ -203,35 +193,10 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         })
     };
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        .create()
-        .unwrap();
-    producer
-        .send(
-            FutureRecord::to(&s.topic("items"))
-                .key(&br#"{"id":-1}"#[..])
-                .payload(&[0u8, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3][..]),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
+    s.send_raw(&s.topic("items"), br#"{"id":-1}"#, support::CORRUPT)
+        .await;
     // Twenty change events delivered again, as Debezium does after a restart: stale writes.
-    let copier: StreamConsumer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        .set("group.id", format!("{}-copier", s.group))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    copier.subscribe(&[&s.topic("items")]).unwrap();
+    let copier = s.reader(&s.topic("items"), "copier");
     let mut copied = 0;
     while copied < 20 {
         let message = tokio::time::timeout(Duration::from_secs(30), copier.recv())
@@ -244,13 +209,7 @@ async fn every_dashboard_query_returns_data_from_a_real_prometheus() {
         if value.first() != Some(&0) || key.first() != Some(&0) {
             continue; // not an Avro change event (the corrupt message)
         }
-        producer
-            .send(
-                FutureRecord::to(&s.topic("items")).key(key).payload(value),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
+        s.send_raw(&s.topic("items"), key, value).await;
         copied += 1;
     }
     tokio::time::sleep(Duration::from_secs(5)).await;

@@ -17,7 +17,6 @@ use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
 use sync_service::dead_letter::{Stage, headers};
@@ -123,24 +122,10 @@ async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
     wait_names(&s, &[(1, "v1"), (2, "v1"), (3, "v1"), (4, "v1"), (5, "v1")]).await;
 
     // Corrupt bytes claiming an unknown schema id, straight into the topic.
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        .create()
-        .unwrap();
-    let corrupt: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3];
-    let delivery = producer
-        .send(
-            FutureRecord::to(&s.topic("items"))
-                .key(&br#"{"id":99}"#[..])
-                .payload(corrupt),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let (corrupt_partition, corrupt_offset) = (delivery.partition, delivery.offset);
+    let corrupt = support::CORRUPT;
+    let (corrupt_partition, corrupt_offset) = s
+        .send_raw(&s.topic("items"), br#"{"id":99}"#, corrupt)
+        .await;
 
     // Row 3 is poisoned, then updated again; rows 1 and 5 move on.
     s.sql(

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, doc};
 use rand::Rng;
 use rdkafka::Message;
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use support::{Scenario, until};
+use support::{Scenario, free_port, until};
 use sync_service::decode::{Decoder, RawRecord, RegistryDecoder};
 use sync_service::envelope::{EnvelopeParser, Event};
 
@@ -92,14 +91,6 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
         newest = newest.max(t);
     }
     newest
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A `sync.toml` for the scenario's schema, consumer group `group`, HTTP on `listen`.
@@ -644,18 +635,7 @@ async fn wait_consuming(service: &mut Service, above: f64, timeout: Duration) ->
 /// with a throw-away consumer group: what Debezium re-sent.
 async fn resent_events(s: &Scenario) -> (usize, usize) {
     let topic = s.topic(TABLE);
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        .set("group.id", format!("{}-audit", s.group))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .set("session.timeout.ms", "6000")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&topic]).unwrap();
+    let consumer = s.reader(&topic, "audit");
     let decoder =
         Decoder::new(RegistryDecoder::new(s.contract.require("SCHEMA_REGISTRY_URL")).unwrap());
     let parser = EnvelopeParser::default();

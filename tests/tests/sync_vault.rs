@@ -35,8 +35,6 @@ use std::time::Duration;
 
 use bson::{Document, doc};
 use cqrs_vault::testkit::{FlakyProxy, LogCapture, PgAdmin, VaultAdmin};
-use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 use support::{Running, Scenario, suffix, until};
 use sync_service::SyncService;
@@ -304,29 +302,10 @@ async fn sync_service_follows_kv_secret_versions_under_load() {
 
     // A poison message after the rotations: its record must land through the current
     // client (the first address is off).
-    let producer: FutureProducer = ClientConfig::new()
-        .set(
-            "bootstrap.servers",
-            s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        )
-        .create()
-        .unwrap();
-    let corrupt: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3];
-    let delivery = producer
-        .send(
-            FutureRecord::to(&s.topic("items"))
-                .key(&br#"{"id":-1}"#[..])
-                .payload(corrupt),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap();
-    let id = format!(
-        "{}/{}/{}",
-        s.topic("items"),
-        delivery.partition,
-        delivery.offset
-    );
+    let (partition, offset) = s
+        .send_raw(&s.topic("items"), br#"{"id":-1}"#, support::CORRUPT)
+        .await;
+    let id = format!("{}/{partition}/{offset}", s.topic("items"));
     let records = s
         .mongo
         .database(&s.database)

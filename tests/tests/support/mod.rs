@@ -15,6 +15,18 @@ use sync_service::metrics::{Metrics, TopicLabel};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Confluent wire-format bytes claiming a schema id no registry knows: undecodable.
+pub const CORRUPT: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3];
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A random lowercase suffix for names.
 pub fn suffix() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_owned()
@@ -127,6 +139,47 @@ pub struct Scenario {
 }
 
 impl Scenario {
+    /// Sends raw bytes to `topic`, as a misbehaving or re-sending producer would; returns
+    /// the partition and offset they landed at.
+    pub async fn send_raw(&self, topic: &str, key: &[u8], value: &[u8]) -> (i32, i64) {
+        let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+            )
+            .create()
+            .unwrap();
+        let delivery = producer
+            .send(
+                rdkafka::producer::FutureRecord::to(topic)
+                    .key(key)
+                    .payload(value),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        (delivery.partition, delivery.offset)
+    }
+
+    /// A consumer of `topic` from its beginning, in a throw-away group of its own
+    /// (`<group>-<name>`) that commits nothing.
+    pub fn reader(&self, topic: &str, name: &str) -> rdkafka::consumer::StreamConsumer {
+        use rdkafka::consumer::Consumer;
+        let consumer: rdkafka::consumer::StreamConsumer = rdkafka::ClientConfig::new()
+            .set(
+                "bootstrap.servers",
+                self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+            )
+            .set("group.id", format!("{}-{name}", self.group))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("session.timeout.ms", "6000")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        consumer
+    }
+
     pub async fn new(name: &str) -> Self {
         let contract = Contract::load();
         let pg = postgres(&contract).await;
