@@ -11,7 +11,7 @@ export
 STACK ?= auto
 CARGO ?= cargo
 
-.PHONY: help toolchain build lint fmt test test-rust test-compose-config demo bench \
+.PHONY: help toolchain build lint fmt test test-rust test-compose-config test-deploy-config demo bench \
         infrastructure-up infrastructure-down infrastructure-status infrastructure-clean infrastructure-logs
 
 help: ## list the targets
@@ -54,7 +54,10 @@ test-compose-config: ## validate docker/docker-compose.yml (works without a Dock
 test-rust: toolchain ## run every Rust test (needs the stack up)
 	$(CARGO) test --workspace --all-features --no-fail-fast
 
-test: toolchain infrastructure-up test-compose-config test-rust lint ## install, start the stack, run every test, lint
+test-deploy-config: ## validate deploy/kubernetes and check-config its sync.toml (needs target/debug/sync-service)
+	@scripts/validate-kubernetes.sh
+
+test: toolchain infrastructure-up test-compose-config test-rust test-deploy-config lint ## install, start the stack, run every test, lint
 
 demo: toolchain infrastructure-up ## order -> stock -> invoice -> payment -> dashboard across three services (debug build, shared with make test)
 	$(CARGO) run -p cqrs-examples --bin demo
