@@ -145,7 +145,8 @@ async fn scoped_patches_in_one_bulk_report_per_item() {
         ),
         (2, "paid")
     );
-    // Reserved fields cannot be written through a patch, and scopes are validated.
+    // Scopes are validated; a failed write holds back the document's later writes of the
+    // same batch.
     let bad = db
         .mongo
         .bulk_writer()
@@ -159,8 +160,20 @@ async fn scoped_patches_in_one_bulk_report_per_item() {
         .await
         .unwrap();
     assert!(bad.items[0].is_failed());
+    assert!(
+        matches!(&bad.items[1], ItemOutcome::Failed(e) if e.message.contains("held back")),
+        "{:?}",
+        bad.items[1]
+    );
+    // Reserved fields cannot be written through a patch: they are dropped.
+    let reserved = db
+        .mongo
+        .bulk_writer()
+        .write(vec![scoped("x", 1, doc! { "_scopes": 1 })], vec![])
+        .await
+        .unwrap();
     assert_eq!(
-        bad.items[1],
+        reserved.items[0],
         ItemOutcome::Applied,
         "reserved fields are dropped, not written"
     );
