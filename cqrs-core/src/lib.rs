@@ -73,6 +73,7 @@ mod event;
 mod handler;
 mod memory;
 mod read_model;
+mod secret;
 mod store;
 mod testing;
 mod trace;
@@ -85,6 +86,7 @@ pub use event::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
 pub use handler::{CommandError, CommandHandler, CommandOutcome, CommandResult, RetryPolicy};
 pub use memory::InMemoryStore;
 pub use read_model::{Projection, ReadModel, ReadModelWrite, Target};
+pub use secret::Secret;
 pub use store::{
     AggregateStore, CommandReceipt, Commit, ForCommand, Loaded, OutboxMessage, PersistenceMode,
     StoreError,

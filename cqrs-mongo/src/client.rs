@@ -26,50 +26,10 @@ use crate::{
     repository::Repository,
 };
 
+pub use cqrs_core::Secret;
+
 /// Database used when neither the URI nor the settings name one.
 pub const DEFAULT_DATABASE: &str = "cqrs";
-
-/// A secret string (password): never printed by `Debug` or `Display`.
-///
-/// ```
-/// use cqrs_mongo::Secret;
-///
-/// let s = Secret::new("hunter2");
-/// assert_eq!(format!("{s:?}"), "Secret(***)");
-/// assert_eq!(s.expose(), "hunter2");
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself: pass it on, never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret(value.to_string())
-    }
-}
 
 /// A user name and password supplied at run time (from the environment, Vault...).
 ///

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio_postgres::config::Host;
 
-use crate::credentials::{CredentialProvider, Credentials, Password, StaticCredentials};
+use crate::credentials::{CredentialProvider, Credentials, Secret, StaticCredentials};
 use crate::error::PostgresError;
 use crate::schema::SchemaName;
 use crate::tls::TlsMode;
@@ -117,7 +117,7 @@ impl PostgresConfig {
             .get_password()
             .map(|p| {
                 String::from_utf8(p.to_vec())
-                    .map(Password::new)
+                    .map(Secret::new)
                     .map_err(|_| PostgresError::Config("the password is not valid UTF-8".into()))
             })
             .transpose()?;
@@ -172,10 +172,10 @@ impl PostgresConfig {
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
-    ///     .user("svc_orders", Some(Password::new("s3cret")));
+    ///     .user("svc_orders", Some(Secret::new("s3cret")));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn user(self, user: impl Into<String>, password: Option<Password>) -> Self {
+    pub fn user(self, user: impl Into<String>, password: Option<Secret>) -> Self {
         self.credentials(StaticCredentials::new(Credentials::new(user, password)))
     }
 

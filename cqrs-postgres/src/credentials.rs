@@ -9,52 +9,9 @@
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
-/// A password. Its `Debug` output is redacted and it has no `Display`, so it cannot end up
-/// in a log line or an error message by accident.
-///
-/// ```
-/// use cqrs_postgres::Password;
-///
-/// let password = Password::new("s3cret");
-/// assert_eq!(format!("{password:?}"), "Password(<redacted>)");
-/// ```
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password.
-    ///
-    /// ```
-    /// let password = cqrs_postgres::Password::new("s3cret");
-    /// assert!(!format!("{password:?}").contains("s3cret"));
-    /// ```
-    pub fn new(password: impl Into<String>) -> Self {
-        Password(password.into())
-    }
-
-    /// The password itself, for the code that must send it to the server.
-    pub(crate) fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Password {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Password(<redacted>)")
-    }
-}
-
-impl From<String> for Password {
-    fn from(value: String) -> Self {
-        Password(value)
-    }
-}
-
-impl From<&str> for Password {
-    fn from(value: &str) -> Self {
-        Password(value.to_owned())
-    }
-}
+/// Passwords are [`cqrs_core::Secret`]s: redacted `Debug`, no `Display`, so they cannot
+/// end up in a log line or an error message by accident.
+pub use cqrs_core::Secret;
 
 /// A user name and an optional password.
 ///
@@ -70,7 +27,7 @@ pub struct Credentials {
     /// Role to log in as.
     pub user: String,
     /// Its password, if the server asks for one.
-    pub password: Option<Password>,
+    pub password: Option<Secret>,
 }
 
 impl Credentials {
@@ -80,7 +37,7 @@ impl Credentials {
     /// let creds = cqrs_postgres::Credentials::new("app", None);
     /// assert_eq!(creds.user, "app");
     /// ```
-    pub fn new(user: impl Into<String>, password: Option<Password>) -> Self {
+    pub fn new(user: impl Into<String>, password: Option<Secret>) -> Self {
         Credentials {
             user: user.into(),
             password,

@@ -68,7 +68,7 @@ pub mod vault;
 
 pub use config::{PoolOptions, PostgresConfig};
 pub use credentials::{
-    CredentialProvider, Credentials, Password, StaticCredentials, SwappableCredentials,
+    CredentialProvider, Credentials, Secret, StaticCredentials, SwappableCredentials,
 };
 pub use error::PostgresError;
 pub use migrations::{Migration, MigrationReport, Migrator};

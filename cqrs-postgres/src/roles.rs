@@ -14,7 +14,7 @@
 
 use std::fmt;
 
-use crate::credentials::Password;
+use crate::credentials::Secret;
 use crate::error::PostgresError;
 use crate::pool::PgPool;
 use crate::schema::{RoleName, SchemaName};
@@ -29,13 +29,13 @@ const LOCK_CLASS: i32 = 0x6371_7272;
 /// A service role to create or bring up to date.
 ///
 /// ```no_run
-/// use cqrs_postgres::{Password, PgPool, PostgresConfig, RoleName, SchemaName, ServiceRole};
+/// use cqrs_postgres::{Secret, PgPool, PostgresConfig, RoleName, SchemaName, ServiceRole};
 ///
 /// # async fn run() -> Result<(), cqrs_postgres::PostgresError> {
 /// // Connected as an admin that can create roles and schemas.
 /// let admin = PgPool::new(&PostgresConfig::from_url(&std::env::var("DATABASE_URL").unwrap(), "orders")?)?;
 /// ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?)
-///     .login(Password::new(std::env::var("ORDERS_DB_PASSWORD").unwrap()))
+///     .login(Secret::new(std::env::var("ORDERS_DB_PASSWORD").unwrap()))
 ///     .ensure(&admin)
 ///     .await?;
 /// # Ok(()) }
@@ -44,7 +44,7 @@ const LOCK_CLASS: i32 = 0x6371_7272;
 pub struct ServiceRole {
     role: RoleName,
     schema: SchemaName,
-    password: Option<Password>,
+    password: Option<Secret>,
 }
 
 /// What [`ServiceRole::ensure`] did.
@@ -69,7 +69,7 @@ impl ServiceRole {
     /// [`ServiceRole::login`] is called.
     ///
     /// ```
-    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// use cqrs_postgres::{Secret, RoleName, SchemaName, ServiceRole};
     /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
@@ -84,13 +84,13 @@ impl ServiceRole {
     /// Lets the role log in with `password`.
     ///
     /// ```
-    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// use cqrs_postgres::{Secret, RoleName, SchemaName, ServiceRole};
     /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?)
-    ///     .login(Password::new("s3cret"));
+    ///     .login(Secret::new("s3cret"));
     /// assert!(!format!("{role:?}").contains("s3cret"));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn login(mut self, password: Password) -> Self {
+    pub fn login(mut self, password: Secret) -> Self {
         self.password = Some(password);
         self
     }
@@ -98,7 +98,7 @@ impl ServiceRole {
     /// The role name.
     ///
     /// ```
-    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// use cqrs_postgres::{Secret, RoleName, SchemaName, ServiceRole};
     /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
     /// assert_eq!(role.role().as_str(), "svc_orders");
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
@@ -110,7 +110,7 @@ impl ServiceRole {
     /// The schema.
     ///
     /// ```
-    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// use cqrs_postgres::{Secret, RoleName, SchemaName, ServiceRole};
     /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
     /// assert_eq!(role.schema().as_str(), "orders");
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
@@ -131,7 +131,7 @@ impl ServiceRole {
     ///
     /// ```no_run
     /// # async fn run(admin: cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
-    /// use cqrs_postgres::{Password, RoleName, SchemaName, ServiceRole};
+    /// use cqrs_postgres::{Secret, RoleName, SchemaName, ServiceRole};
     /// let role = ServiceRole::new(RoleName::new("svc_orders")?, SchemaName::new("orders")?);
     /// role.ensure(&admin).await?; // idempotent
     /// # Ok(()) }
@@ -277,7 +277,7 @@ mod tests {
             RoleName::new("svc").unwrap(),
             SchemaName::new("svc").unwrap(),
         )
-        .login(Password::new("pa'ss\\word"));
+        .login(Secret::new("pa'ss\\word"));
         let clause = role.login_clause();
         assert!(
             clause.starts_with("LOGIN PASSWORD 'SCRAM-SHA-256$4096:"),

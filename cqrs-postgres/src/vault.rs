@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::PostgresConfig;
-use crate::credentials::{Credentials, Password, SwappableCredentials};
+use crate::credentials::{Credentials, SwappableCredentials};
 use crate::error::PostgresError;
 use crate::pool::PgPool;
 
@@ -78,10 +78,7 @@ impl fmt::Debug for VaultPgPool {
 }
 
 fn to_credentials(creds: &DbCredentials) -> Credentials {
-    Credentials::new(
-        creds.username.clone(),
-        Some(Password::new(creds.password.expose())),
-    )
+    Credentials::new(creds.username.clone(), Some(creds.password.clone()))
 }
 
 impl VaultPgPool {

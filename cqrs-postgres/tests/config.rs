@@ -9,8 +9,8 @@ use std::time::Duration;
 use common::{Account, TestDb};
 use cqrs_core::{AggregateStore, PersistenceMode, StoreError};
 use cqrs_postgres::{
-    Credentials, Password, PgPool, PoolOptions, PostgresConfig, PostgresError, PostgresStore,
-    RoleName, SchemaName, SwappableCredentials,
+    Credentials, PgPool, PoolOptions, PostgresConfig, PostgresError, PostgresStore, RoleName,
+    SchemaName, Secret, SwappableCredentials,
 };
 
 #[tokio::test]
@@ -107,7 +107,7 @@ async fn credentials_can_be_swapped_at_run_time() {
 
     let creds = Arc::new(SwappableCredentials::new(Credentials::new(
         user.clone(),
-        Some(Password::new("wrong-password")),
+        Some(Secret::new("wrong-password")),
     )));
     let config = good.credentials(Arc::clone(&creds)).max_connections(2);
     let pool = PgPool::new(&config).unwrap();
@@ -116,7 +116,7 @@ async fn credentials_can_be_swapped_at_run_time() {
     assert!(!err.is_transient());
 
     // Rotation: new connections use the new credentials without rebuilding the pool.
-    creds.replace(Credentials::new(user, Some(Password::new(password))));
+    creds.replace(Credentials::new(user, Some(Secret::new(password))));
     pool.check().await.expect("new credentials are used");
     let store = PostgresStore::<Account>::new(&pool, PersistenceMode::event_sourced()).unwrap();
     assert_eq!(store.load("x").await.unwrap().version, 0);

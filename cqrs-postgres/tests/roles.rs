@@ -6,7 +6,7 @@ mod common;
 use common::{Account, AccountCommand, TestDb, random_name};
 use cqrs_core::{CommandHandler, CommandMetadata, PersistenceMode};
 use cqrs_postgres::{
-    Password, PgPool, PostgresConfig, PostgresError, PostgresStore, RoleName, RoleOutcome,
+    PgPool, PostgresConfig, PostgresError, PostgresStore, RoleName, RoleOutcome, Secret,
     ServiceRole,
 };
 
@@ -14,7 +14,7 @@ use cqrs_postgres::{
 fn pool_as(db: &TestDb, role: &str, password: &str, schema: &str) -> PgPool {
     let config = PostgresConfig::from_url(&db.url, schema)
         .unwrap()
-        .user(role, Some(Password::new(password)))
+        .user(role, Some(Secret::new(password)))
         .max_connections(2);
     PgPool::new(&config).unwrap()
 }
@@ -33,7 +33,7 @@ async fn service_role_uses_its_schema_and_nothing_else() {
     db.drop_role_later(&role);
     let password = "pw-with-'quote-and-\\backslash";
     let outcome = ServiceRole::new(RoleName::new(role.clone()).unwrap(), db.schema.clone())
-        .login(Password::new(password))
+        .login(Secret::new(password))
         .ensure(&db.pool)
         .await
         .unwrap();
@@ -119,7 +119,7 @@ async fn service_role_uses_its_schema_and_nothing_else() {
     // Idempotent; a new password takes effect.
     drop(client);
     let outcome = ServiceRole::new(RoleName::new(role.clone()).unwrap(), db.schema.clone())
-        .login(Password::new("second-password"))
+        .login(Secret::new("second-password"))
         .ensure(&db.pool)
         .await
         .unwrap();

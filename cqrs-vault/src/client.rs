@@ -14,7 +14,7 @@ use crate::backoff::Backoff;
 use crate::config::{Auth, RetryOptions, VaultConfig};
 use crate::error::{Result, VaultError};
 use crate::metrics::VaultMetrics;
-use crate::secret::SecretString;
+use cqrs_core::Secret;
 
 /// What the client knows about its current token (never the token itself).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,7 +32,7 @@ pub struct TokenInfo {
 }
 
 struct TokenState {
-    token: SecretString,
+    token: Secret,
     info: TokenInfo,
     /// TTL granted at login (the increment asked at each renewal).
     ttl: Option<Duration>,
@@ -162,7 +162,7 @@ impl VaultClient {
             renew_fraction: config.renew_fraction,
             metrics,
             token: RwLock::new(TokenState {
-                token: SecretString::default(),
+                token: Secret::default(),
                 info: initial,
                 ttl: None,
                 renewed_at: Instant::now(),
@@ -202,7 +202,7 @@ impl VaultClient {
     }
 
     /// The current token, for handing to another Vault client. Never log it.
-    pub fn token(&self) -> SecretString {
+    pub fn token(&self) -> Secret {
         self.read_state(|s| s.token.clone())
     }
 
@@ -283,7 +283,7 @@ impl VaultClient {
         method: Method,
         path: &str,
         body: Option<&Value>,
-        token: Option<&SecretString>,
+        token: Option<&Secret>,
     ) -> Result<Option<Value>> {
         let url = format!("{}/v1/{}", self.inner.address, path);
         let mut request = self.inner.http.request(method, &url);
@@ -378,7 +378,7 @@ impl VaultClient {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 self.inner.metrics.logins.inc();
-                let info = self.set_token(SecretString::new(token), ttl, renewable);
+                let info = self.set_token(Secret::new(token), ttl, renewable);
                 tracing::info!(
                     target: "cqrs_vault",
                     mount = %mount,
@@ -414,7 +414,7 @@ impl VaultClient {
         Ok(())
     }
 
-    fn set_token(&self, token: SecretString, ttl_secs: u64, renewable: bool) -> TokenInfo {
+    fn set_token(&self, token: Secret, ttl_secs: u64, renewable: bool) -> TokenInfo {
         let now = Instant::now();
         let info = self.write_state(|s| {
             s.token = token;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Result, VaultError};
-use crate::secret::SecretString;
+use cqrs_core::Secret;
 
 /// A secret given directly or read from a file (trailing whitespace trimmed) each time it
 /// is needed, so a file rotated on disk is picked up at the next login.
@@ -21,14 +21,14 @@ use crate::secret::SecretString;
 #[derive(Clone)]
 pub enum SecretSource {
     /// The value itself.
-    Value(SecretString),
+    Value(Secret),
     /// A file holding the value.
     File(PathBuf),
 }
 
 impl SecretSource {
     /// A value.
-    pub fn value(value: impl Into<SecretString>) -> Self {
+    pub fn value(value: impl Into<Secret>) -> Self {
         SecretSource::Value(value.into())
     }
 
@@ -47,7 +47,7 @@ impl SecretSource {
     /// let s = cqrs_vault::SecretSource::value("x").load("token").unwrap();
     /// assert_eq!(s.expose(), "x");
     /// ```
-    pub fn load(&self, what: &'static str) -> Result<SecretString> {
+    pub fn load(&self, what: &'static str) -> Result<Secret> {
         match self {
             SecretSource::Value(v) => Ok(v.clone()),
             SecretSource::File(path) => {
@@ -64,7 +64,7 @@ impl SecretSource {
                         path.display()
                     )));
                 }
-                Ok(SecretString::new(trimmed))
+                Ok(Secret::new(trimmed))
             }
         }
     }
@@ -119,7 +119,7 @@ impl Auth {
     }
 
     /// AppRole with values, mount `approle`.
-    pub fn approle(role_id: impl Into<SecretString>, secret_id: impl Into<SecretString>) -> Self {
+    pub fn approle(role_id: impl Into<Secret>, secret_id: impl Into<Secret>) -> Self {
         Auth::AppRole {
             role_id: SecretSource::Value(role_id.into()),
             secret_id: SecretSource::Value(secret_id.into()),

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use crate::backoff::Backoff;
 use crate::client::VaultClient;
 use crate::error::{Result, VaultError};
-use crate::secret::SecretString;
+use cqrs_core::Secret;
 
 /// How a [`KvSecret`] is watched.
 ///
@@ -40,7 +40,7 @@ impl Default for KvOptions {
     }
 }
 
-/// One version of a KV v2 secret. Every value is a [`SecretString`]; `Debug` shows the
+/// One version of a KV v2 secret. Every value is a [`Secret`]; `Debug` shows the
 /// version and the keys only.
 ///
 /// ```
@@ -54,12 +54,12 @@ impl Default for KvOptions {
 pub struct KvVersion {
     /// The version number.
     pub version: u64,
-    data: BTreeMap<String, SecretString>,
+    data: BTreeMap<String, Secret>,
 }
 
 impl KvVersion {
     /// Builds a version by hand (for tests and static configuration).
-    pub fn from_pairs<K: Into<String>, V: Into<SecretString>>(
+    pub fn from_pairs<K: Into<String>, V: Into<Secret>>(
         version: u64,
         pairs: impl IntoIterator<Item = (K, V)>,
     ) -> Self {
@@ -73,7 +73,7 @@ impl KvVersion {
     }
 
     /// The value of `key` (non-string values are kept as their JSON text).
-    pub fn get(&self, key: &str) -> Option<&SecretString> {
+    pub fn get(&self, key: &str) -> Option<&Secret> {
         self.data.get(key)
     }
 
@@ -333,7 +333,7 @@ async fn read_version(
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                (k.clone(), SecretString::new(text))
+                (k.clone(), Secret::new(text))
             })
             .collect(),
     })

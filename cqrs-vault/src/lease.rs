@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use crate::backoff::Backoff;
 use crate::client::VaultClient;
 use crate::error::{Result, VaultError};
-use crate::secret::SecretString;
+use cqrs_core::Secret;
 
 /// How a [`DatabaseLease`] is kept alive.
 ///
@@ -76,14 +76,14 @@ pub struct DbCredentials {
     /// The user Vault created.
     pub username: String,
     /// Its password.
-    pub password: SecretString,
+    pub password: Secret,
     /// Counts the credentials obtained by this lease manager (1 for the first one).
     pub serial: u64,
     /// Lease duration granted at issue.
     pub lease_duration: Duration,
     /// When it was issued.
     pub issued_at: Instant,
-    lease_id: SecretString,
+    lease_id: Secret,
     token_generation: u64,
 }
 
@@ -326,7 +326,7 @@ struct Active {
 }
 
 struct Retiring {
-    lease_id: SecretString,
+    lease_id: Secret,
     username: String,
     revoke_at: Instant,
     expires_at: Instant,
@@ -380,11 +380,11 @@ impl Worker {
         self.serial += 1;
         let creds = Arc::new(DbCredentials {
             username,
-            password: SecretString::new(password),
+            password: Secret::new(password),
             serial: self.serial,
             lease_duration: ttl,
             issued_at: now,
-            lease_id: SecretString::new(lease_id),
+            lease_id: Secret::new(lease_id),
             token_generation: generation,
         });
         let hard_deadline = if !renewable {
@@ -705,7 +705,7 @@ impl Worker {
     }
 
     /// Revokes a lease; false when Vault was unreachable (worth retrying).
-    async fn revoke(&self, lease_id: &SecretString, username: &str) -> bool {
+    async fn revoke(&self, lease_id: &Secret, username: &str) -> bool {
         let body = json!({ "lease_id": lease_id.expose() });
         match self.client.write("sys/leases/revoke", &body).await {
             Ok(_) => {

@@ -14,7 +14,7 @@
 //! When Vault is unreachable, everything keeps working on the current credentials until
 //! they expire, retries with backoff, logs a warning and counts the failure in
 //! [`VaultMetrics`]. Nothing secret is logged, put in an error or shown by `Debug`
-//! ([`SecretString`]).
+//! ([`Secret`]).
 //!
 //! The cqrs-postgres and cqrs-mongo crates use this crate behind their `vault` feature.
 //!
@@ -41,14 +41,13 @@ mod error;
 mod kv;
 mod lease;
 mod metrics;
-mod secret;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
 pub use client::{TokenInfo, VaultClient};
 pub use config::{Auth, RetryOptions, SecretSource, VaultConfig};
+pub use cqrs_core::Secret;
 pub use error::{Result, VaultError};
 pub use kv::{KvOptions, KvSecret, KvVersion};
 pub use lease::{DatabaseLease, DbCredentials, LeaseCheck, LeaseOptions};
 pub use metrics::VaultMetrics;
-pub use secret::SecretString;

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use serde_json::{Value, json};
 
 use crate::error::{Result, VaultError};
-use crate::secret::SecretString;
+use cqrs_core::Secret;
 
 /// A variable from the environment, else from the workspace's `.env` (the stack's
 /// endpoint contract), else `None`.
@@ -59,7 +59,7 @@ pub struct PgAdmin {
     /// Admin user.
     pub user: String,
     /// Its password.
-    pub password: SecretString,
+    pub password: Secret,
 }
 
 impl std::fmt::Debug for PgAdmin {
@@ -83,7 +83,7 @@ impl PgAdmin {
                 .unwrap_or(5432),
             database: stack_env("POSTGRES_DB").unwrap_or_else(|| "cqrs".into()),
             user: stack_env("POSTGRES_USER").unwrap_or_else(|| "cqrs_admin".into()),
-            password: SecretString::new(
+            password: Secret::new(
                 stack_env("POSTGRES_PASSWORD").unwrap_or_else(|| "cqrs_admin_dev".into()),
             ),
         }
@@ -95,7 +95,7 @@ impl PgAdmin {
 pub struct VaultAdmin {
     http: reqwest::Client,
     address: String,
-    token: SecretString,
+    token: Secret,
 }
 
 impl std::fmt::Debug for VaultAdmin {
@@ -112,7 +112,7 @@ pub struct AppRoleFiles {
     /// Directory holding `role_id` and `secret_id`.
     pub dir: PathBuf,
     /// The secret id (to assert that it never shows up in logs).
-    pub secret_id: SecretString,
+    pub secret_id: Secret,
 }
 
 impl VaultAdmin {
@@ -131,7 +131,7 @@ impl VaultAdmin {
         let admin = VaultAdmin {
             http,
             address: address.trim_end_matches('/').to_owned(),
-            token: SecretString::new(token),
+            token: Secret::new(token),
         };
         admin.read("auth/token/lookup-self").await.map_err(|e| {
             format!(
@@ -148,7 +148,7 @@ impl VaultAdmin {
     }
 
     /// The root token.
-    pub fn token(&self) -> &SecretString {
+    pub fn token(&self) -> &Secret {
         &self.token
     }
 
@@ -337,7 +337,7 @@ impl VaultAdmin {
         }
         Ok(AppRoleFiles {
             dir: dir.to_owned(),
-            secret_id: SecretString::new(secret_id),
+            secret_id: Secret::new(secret_id),
         })
     }
 

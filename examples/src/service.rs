@@ -2,7 +2,7 @@
 //! login role ensured, and a pool that connects as that role.
 
 use cqrs_postgres::{
-    Password, PgPool, PostgresConfig, PostgresError, RoleName, SchemaName, ServiceRole,
+    PgPool, PostgresConfig, PostgresError, RoleName, SchemaName, Secret, ServiceRole,
 };
 
 use crate::env::Env;
@@ -55,7 +55,7 @@ pub async fn provision(env: &Env, schema: &str) -> Result<PgPool, SetupError> {
         RoleName::new(role.clone()).map_err(err)?,
         SchemaName::new(schema).map_err(err)?,
     )
-    .login(Password::new(password.clone()))
+    .login(Secret::new(password.clone()))
     .ensure(&admin)
     .await
     .map_err(err)?;
@@ -67,7 +67,7 @@ pub async fn provision(env: &Env, schema: &str) -> Result<PgPool, SetupError> {
         schema,
     )
     .map_err(err)?
-    .user(role, Some(Password::new(password)))
+    .user(role, Some(Secret::new(password)))
     .max_connections(8)
     .application_name(&format!("cqrs-examples-{schema}"));
     let pool = PgPool::new(&config).map_err(err)?;

@@ -20,9 +20,7 @@ use std::time::Duration;
 
 use cqrs_mongo::MongoClient;
 use cqrs_mongo::vault::{MongoVaultOptions, VaultMongo, VaultMongoError};
-use cqrs_vault::{
-    Auth, KvOptions, SecretSource, SecretString, VaultClient, VaultConfig, VaultError,
-};
+use cqrs_vault::{Auth, KvOptions, Secret, SecretSource, VaultClient, VaultConfig, VaultError};
 use serde::Deserialize;
 
 use super::ConfigError;
@@ -55,19 +53,19 @@ pub struct VaultSection {
     pub namespace: Option<String>,
     /// A token (instead of AppRole).
     #[serde(default)]
-    pub token: Option<SecretString>,
+    pub token: Option<Secret>,
     /// A file holding the token.
     #[serde(default)]
     pub token_file: Option<PathBuf>,
     /// AppRole role id.
     #[serde(default)]
-    pub role_id: Option<SecretString>,
+    pub role_id: Option<Secret>,
     /// A file holding the role id.
     #[serde(default)]
     pub role_id_file: Option<PathBuf>,
     /// AppRole secret id.
     #[serde(default)]
-    pub secret_id: Option<SecretString>,
+    pub secret_id: Option<Secret>,
     /// A file holding the secret id.
     #[serde(default)]
     pub secret_id_file: Option<PathBuf>,
@@ -157,7 +155,7 @@ impl VaultMongoHandle {
 
 impl VaultSection {
     fn auth(&self) -> Result<Auth, ConfigError> {
-        let source = |value: &Option<SecretString>, file: &Option<PathBuf>| match (value, file) {
+        let source = |value: &Option<Secret>, file: &Option<PathBuf>| match (value, file) {
             (Some(v), None) => Ok(Some(SecretSource::Value(v.clone()))),
             (None, Some(f)) => Ok(Some(SecretSource::File(f.clone()))),
             (None, None) => Ok(None),
