@@ -71,7 +71,11 @@ impl fmt::Display for SourceVersion {
 /// assert_eq!(text.parse::<ConsistencyToken>().unwrap(), token);
 /// assert!("nonsense".parse::<ConsistencyToken>().is_err());
 /// ```
+///
+/// `#[non_exhaustive]`: build it with [`ConsistencyToken::new`] or parse it, so that a
+/// later field (a commit position, say) is not a breaking change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct ConsistencyToken {
     /// Aggregate type.
     pub aggregate_type: String,
