@@ -214,7 +214,7 @@ impl BulkResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy)]
 enum Slot {
     Item(usize),
     Checkpoint(usize),
@@ -416,23 +416,25 @@ impl BulkWriter {
         let default_db = self.client.default_database_name();
         let now = bson::DateTime::now();
 
+        // Which document each write goes to: numbers its writes into rounds and holds them
+        // back after a failure.
+        let doc_keys: Vec<String> = writes.iter().map(|w| doc_key(w, &default_db)).collect();
+
         // Build the units, numbering each document's writes into rounds.
-        let mut seen: HashMap<String, usize> = HashMap::new();
+        let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut rounds: Vec<Vec<Unit>> = Vec::new();
         for (i, write) in writes.iter().enumerate() {
             let op: GuardedOp = match guard::build(write, &self.fields, now) {
                 Ok(op) => op,
                 Err(e) => {
-                    let namespace = ns_of(
-                        write.target().database.as_deref(),
-                        &default_db,
-                        &write.target().collection,
-                    );
-                    let id = display_id(write.id());
-                    failed_docs.insert(doc_key(&namespace, &id));
+                    failed_docs.insert(doc_keys[i].clone());
                     items[i] = Some(ItemOutcome::Failed(ItemError {
-                        namespace,
-                        id,
+                        namespace: ns_of(
+                            write.target().database.as_deref(),
+                            &default_db,
+                            &write.target().collection,
+                        ),
+                        id: display_id(write.id()),
                         code: None,
                         message: e.to_string(),
                     }));
@@ -440,8 +442,7 @@ impl BulkWriter {
                 }
             };
             let db = op.database.clone().unwrap_or_else(|| default_db.clone());
-            let key = format!("{db}\u{0}{}\u{0}{:?}", op.collection, op.id);
-            let round = seen.entry(key).or_insert(0);
+            let round = seen.entry(&doc_keys[i]).or_insert(0);
             if rounds.len() <= *round {
                 rounds.push(Vec::new());
             }
@@ -495,47 +496,35 @@ impl BulkWriter {
 
         let mut requests = 0;
         for (n, mut round) in rounds.into_iter().enumerate() {
-            round.retain(|unit| {
-                let key = doc_key(&unit.ns.to_string(), &unit.id);
-                match unit.slot {
-                    Slot::Item(i) if failed_docs.contains(&key) => {
-                        items[i] = Some(ItemOutcome::Failed(ItemError {
-                            namespace: unit.ns.to_string(),
-                            id: unit.id.clone(),
-                            code: None,
-                            message: "held back: an earlier write of this document in the \
-                                      batch failed"
-                                .into(),
-                        }));
-                        false
-                    }
-                    _ => true,
+            round.retain(|unit| match unit.slot {
+                Slot::Item(i) if failed_docs.contains(&doc_keys[i]) => {
+                    items[i] = Some(ItemOutcome::Failed(ItemError {
+                        namespace: unit.ns.to_string(),
+                        id: unit.id.clone(),
+                        code: None,
+                        message: "held back: an earlier write of this document in the batch \
+                                  failed"
+                            .into(),
+                    }));
+                    false
                 }
+                _ => true,
             });
-            let mut settled: Vec<(String, Slot, ItemOutcome)> = Vec::new();
+            let mut settled: Vec<(Slot, ItemOutcome)> = Vec::new();
             // Only a document's first write of the batch may be an insert.
             if n == 0 && self.use_insert_first() {
-                let keys: HashMap<Slot, String> = round
-                    .iter()
-                    .map(|u| (u.slot, doc_key(&u.ns.to_string(), &u.id)))
-                    .collect();
                 let inserted = self.insert_first(&mut round).await?;
                 requests += inserted.requests;
-                for (slot, outcome) in inserted.settled {
-                    let key = keys.get(&slot).cloned().unwrap_or_default();
-                    settled.push((key, slot, outcome));
-                }
+                settled.extend(inserted.settled);
             }
             let (outcomes, sent) = self.run_round(strategy, &round).await?;
             requests += sent;
-            for (unit, outcome) in round.iter().zip(outcomes) {
-                settled.push((doc_key(&unit.ns.to_string(), &unit.id), unit.slot, outcome));
-            }
-            for (key, slot, outcome) in settled {
+            settled.extend(round.iter().map(|unit| unit.slot).zip(outcomes));
+            for (slot, outcome) in settled {
                 match slot {
                     Slot::Item(i) => {
                         if matches!(outcome, ItemOutcome::Failed(_)) {
-                            failed_docs.insert(key);
+                            failed_docs.insert(doc_keys[i].clone());
                         }
                         items[i] = Some(outcome);
                     }
@@ -863,9 +852,11 @@ fn classify(code: i32, message: &str) -> Raw {
     }
 }
 
-/// Identifies a document across the namespaces of a batch.
-fn doc_key(namespace: &str, id: &str) -> String {
-    format!("{namespace}\u{0}{id}")
+/// Identifies the document a write goes to across the databases of a batch.
+fn doc_key(write: &ReadModelWrite<Bson, Document>, default_db: &str) -> String {
+    let target = write.target();
+    let db = target.database.as_deref().unwrap_or(default_db);
+    format!("{db}\u{0}{}\u{0}{:?}", target.collection, write.id())
 }
 
 fn ns_of(db: Option<&str>, default_db: &str, coll: &str) -> String {
