@@ -205,7 +205,6 @@ fn is_transient_code(code: &SqlState) -> bool {
         || c == "58030" // I/O error
 }
 
-/// Why a commit failed, to map unique violations to the right [`StoreError`].
 /// Why a connection can no longer serve: gone, or logged in with a dead credential.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Stale {
@@ -254,6 +253,7 @@ pub(crate) fn stale_store_error(err: &StoreError) -> Option<Stale> {
     }
 }
 
+/// Why a commit failed, to map unique violations to the right [`StoreError`].
 pub(crate) struct CommitContext<'a> {
     pub aggregate_type: &'a str,
     pub aggregate_id: &'a str,

@@ -12,7 +12,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,13 +20,9 @@ use rdkafka::Message;
 use support::{Running, Scenario, eventually, free_port, until};
 use sync_service::SyncService;
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The Prometheus binary, installed into the tool cache when missing.
 fn prometheus_binary() -> PathBuf {
-    let out = Command::new(workspace_root().join("scripts/ensure-prometheus.sh"))
+    let out = Command::new(cqrs_e2e::workspace_root().join("scripts/ensure-prometheus.sh"))
         .stderr(Stdio::inherit())
         .output()
         .expect("scripts/ensure-prometheus.sh");
@@ -123,7 +119,7 @@ impl Drop for Prometheus {
 
 /// Every `expr` of the dashboard's panels, with Grafana's range variables filled in.
 fn dashboard_queries() -> Vec<(String, String)> {
-    let path = workspace_root().join("docker/grafana/dashboards/sync-service.json");
+    let path = cqrs_e2e::workspace_root().join("docker/grafana/dashboards/sync-service.json");
     let dashboard: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     let mut queries = Vec::new();
