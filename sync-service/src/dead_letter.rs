@@ -5,9 +5,9 @@
 //! them (`sync-service dlq ...`), so a projection never applies an update on top of a
 //! missing one.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
 use bson::{Document, doc};
@@ -186,8 +186,23 @@ pub struct DeadLetters {
     topic: String,
     mongo: MongoClient,
     collection: String,
-    parked: Arc<RwLock<HashSet<KeyRef>>>,
+    parked: Arc<RwLock<Parked>>,
 }
+
+/// Keys held back, as the records say plus what this process parked and no refresh has
+/// read back yet: a refresh whose query ran before (or did not yet see) a record written
+/// here must not release its key, or the key's next change would be applied on top of the
+/// dead-lettered one.
+#[derive(Default)]
+struct Parked {
+    keys: HashSet<KeyRef>,
+    unconfirmed: HashMap<KeyRef, Instant>,
+}
+
+/// How long a key parked here stays parked without a refresh reading its record back
+/// (after that the records decide alone, so that a dead letter resolved before any refresh
+/// saw it cannot hold its key forever).
+const UNCONFIRMED_FOR: Duration = Duration::from_secs(60);
 
 impl DeadLetters {
     /// Connects the pieces with no key parked: the dead-letter `topic` written by
@@ -243,7 +258,10 @@ impl DeadLetters {
 
     /// True when a pending dead letter of `key` holds its later messages back.
     pub fn parked(&self, key: &KeyRef) -> bool {
-        self.parked.read().map(|p| p.contains(key)).unwrap_or(false)
+        self.parked
+            .read()
+            .map(|p| p.keys.contains(key))
+            .unwrap_or(false)
     }
 
     /// Reloads the parked keys from the records (an operator may have resolved some).
@@ -256,11 +274,15 @@ impl DeadLetters {
                 key: record.key,
             });
         }
-        let n = keys.len();
         if let Ok(mut parked) = self.parked.write() {
-            *parked = keys;
+            parked
+                .unconfirmed
+                .retain(|key, at| !keys.contains(key) && at.elapsed() < UNCONFIRMED_FOR);
+            keys.extend(parked.unconfirmed.keys().cloned());
+            parked.keys = keys;
+            return Ok(parked.keys.len());
         }
-        Ok(n)
+        Ok(keys.len())
     }
 
     /// Creates the indexes the records need.
@@ -341,7 +363,8 @@ impl DeadLetters {
             .upsert(true)
             .await?;
         if let Ok(mut parked) = self.parked.write() {
-            parked.insert(key);
+            parked.unconfirmed.insert(key.clone(), Instant::now());
+            parked.keys.insert(key);
         }
         Ok(())
     }
