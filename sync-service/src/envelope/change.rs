@@ -163,8 +163,14 @@ pub struct Change {
     pub key: Option<Document>,
     /// Row before the change (updates and deletes, with `REPLICA IDENTITY FULL` complete).
     pub before: Option<Document>,
-    /// Row after the change (creates, updates, snapshot reads).
+    /// Row after the change (creates, updates, snapshot reads), without the columns listed
+    /// in [`Change::unavailable`].
     pub after: Option<Document>,
+    /// Columns of `after` that Debezium did not send: unchanged TOASTed values of an update
+    /// (its `__debezium_unavailable_value` placeholder, see
+    /// [`types::is_unavailable`](crate::types::is_unavailable)). Their stored values are
+    /// still right; a projection must not overwrite them.
+    pub unavailable: Vec<String>,
     /// The `source` block.
     pub source: Source,
     /// The `transaction` block, if present.

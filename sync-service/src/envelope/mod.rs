@@ -257,18 +257,21 @@ impl EnvelopeParser {
             field: "op",
             detail: format!("unknown operation {op_text:?}"),
         })?;
-        let image = |name: &str| -> Result<Option<Document>, EnvelopeError> {
+        let image = |name: &str| -> Result<Option<types::RowImage>, EnvelopeError> {
             match datum.get(name) {
                 None | Some(Datum::Null) => Ok(None),
-                Some(row) => Ok(Some(types::row_to_document(
+                Some(row) => Ok(Some(types::row_image(
                     row,
                     schema.and_then(|s| s.field(name)),
                     &self.types,
                 )?)),
             }
         };
-        let before = image("before")?;
-        let after = image("after")?;
+        let before = image("before")?.map(|i| i.document);
+        let (after, unavailable) = match image("after")? {
+            Some(i) => (Some(i.document), i.unavailable),
+            None => (None, Vec::new()),
+        };
         let source = parse_source(
             datum
                 .get("source")
@@ -305,6 +308,7 @@ impl EnvelopeParser {
             key: self.key_document(record)?,
             before,
             after,
+            unavailable,
             source,
             transaction,
             ts_ms: datum.get("ts_ms").and_then(Datum::as_i64),

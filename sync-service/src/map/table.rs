@@ -7,17 +7,6 @@ use cqrs_core::{Projection, ReadModelWrite, Target};
 
 use super::{MapError, MongoWrite};
 
-/// What Debezium sends for an unchanged TOASTed column in an update of a table without
-/// `REPLICA IDENTITY FULL` (`unavailable.value.placeholder`).
-pub const UNAVAILABLE_PLACEHOLDER: &str = "__debezium_unavailable_value";
-
-fn is_unavailable(value: &Bson) -> bool {
-    match value {
-        Bson::String(s) => s == UNAVAILABLE_PLACEHOLDER,
-        Bson::Binary(b) => b.bytes == UNAVAILABLE_PLACEHOLDER.as_bytes(),
-        _ => false,
-    }
-}
 use crate::config::TableMapping;
 use crate::envelope::{Change, Op};
 
@@ -164,12 +153,9 @@ impl Projection for TableProjection {
                     });
                 }
                 let document = self.document(after);
-                if document.values().any(is_unavailable) {
+                if !change.unavailable.is_empty() {
                     // Columns Debezium did not send keep their stored values: patch the rest.
-                    let set = document
-                        .into_iter()
-                        .filter(|(_, v)| !is_unavailable(v))
-                        .collect();
+                    let set = document;
                     writes.push(ReadModelWrite::Patch {
                         target: self.target.clone(),
                         id,
@@ -228,6 +214,7 @@ mod tests {
             key: Some(doc! { "id": 1 }),
             before,
             after,
+            unavailable: Vec::new(),
             source: Source::default(),
             transaction: None,
             ts_ms: None,
@@ -260,8 +247,10 @@ mod tests {
     #[test]
     fn unchanged_toasted_columns_are_left_alone() {
         let p = TableProjection::new(&mapping(), "read");
-        let after = doc! { "id": 1, "body": UNAVAILABLE_PLACEHOLDER, "title": "new" };
-        let writes = p.project(&change(Op::Update, Some(after), None)).unwrap();
+        let after = doc! { "id": 1, "title": "new" };
+        let mut c = change(Op::Update, Some(after), None);
+        c.unavailable = vec!["body".into()];
+        let writes = p.project(&c).unwrap();
         assert_eq!(
             writes,
             vec![ReadModelWrite::Patch {

@@ -38,13 +38,17 @@
 //! Int64; floats to Double; objects to Documents; strings stay strings).
 
 mod decimal;
+mod json;
 mod temporal;
+mod toast;
 
 use base64::Engine as _;
 use bson::spec::BinarySubtype;
 use bson::{Binary, Bson, Document};
 
 pub use decimal::{DecimalError, decimal128_from_str, decimal128_from_unscaled};
+pub use json::{JsonError, json_text_to_bson, number_to_bson};
+pub use toast::{UNAVAILABLE_PLACEHOLDER, is_unavailable};
 
 use crate::decode::{ConnectSchema, ConnectType, Datum};
 
@@ -154,18 +158,53 @@ pub fn row_to_document(
     }
 }
 
-/// Parses JSON text (an `io.debezium.data.Json` value) into BSON: objects become documents
-/// with their key order kept, integers Int32/Int64, other numbers Double.
+/// A row image (`before` / `after`) as BSON, without the columns Debezium could not send.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RowImage {
+    /// The columns that arrived, converted.
+    pub document: Document,
+    /// Columns left out because Debezium sent its placeholder for an unchanged TOASTed
+    /// value ([`is_unavailable`]): their stored values are still right.
+    pub unavailable: Vec<String>,
+}
+
+/// Converts a row image like [`row_to_document`], leaving out (and listing) the columns
+/// that hold Debezium's placeholder for an unchanged TOASTed value.
 ///
 /// ```
-/// use sync_service::types::json_text_to_bson;
+/// use sync_service::decode::Datum;
+/// use sync_service::types::{row_image, TypeOptions, UNAVAILABLE_PLACEHOLDER};
 ///
-/// let b = json_text_to_bson(r#"{"z":1,"a":[2.5,null]}"#).unwrap();
-/// let doc = b.as_document().unwrap();
-/// assert_eq!(doc.keys().collect::<Vec<_>>(), vec!["z", "a"]);
+/// let row = Datum::Struct(vec![
+///     ("id".into(), Datum::Int(1)),
+///     ("doc".into(), Datum::String(UNAVAILABLE_PLACEHOLDER.into())),
+/// ]);
+/// let image = row_image(&row, None, &TypeOptions::default()).unwrap();
+/// assert_eq!(image.document, bson::doc! { "id": 1 });
+/// assert_eq!(image.unavailable, vec!["doc".to_string()]);
 /// ```
-pub fn json_text_to_bson(text: &str) -> Result<Bson, serde_json::Error> {
-    Ok(natural(&Datum::from_json_slice(text.as_bytes())?))
+pub fn row_image(
+    datum: &Datum,
+    schema: Option<&ConnectSchema>,
+    options: &TypeOptions,
+) -> Result<RowImage, TypeError> {
+    let (Datum::Struct(values) | Datum::Map(values)) = datum else {
+        return row_to_document(datum, schema, options).map(|document| RowImage {
+            document,
+            unavailable: Vec::new(),
+        });
+    };
+    let fields = match schema.map(|s| &s.ty) {
+        Some(ConnectType::Struct(fields)) => Some(fields.as_slice()),
+        Some(_) => return Err(mismatch("row", "a struct", datum)),
+        None => None,
+    };
+    let mut unavailable = Vec::new();
+    let document = struct_document(values, fields, options, "", Some(&mut unavailable))?;
+    Ok(RowImage {
+        document,
+        unavailable,
+    })
 }
 
 /// Semantic types, by `connect.name` or Avro logical type.
@@ -310,10 +349,16 @@ fn convert(
             .ok_or_else(|| mismatch(path, "a string", datum))
     };
     Ok(match semantic(schema) {
-        Semantic::Date => Bson::DateTime(
-            temporal::date_from_days(int()?)
-                .ok_or_else(|| invalid(path, schema, "date out of range"))?,
-        ),
+        Semantic::Date => {
+            let days = int()?;
+            Bson::DateTime(temporal::date_from_days(days).ok_or_else(|| {
+                invalid(
+                    path,
+                    schema,
+                    format!("{days} days since 1970 is outside PostgreSQL's date range"),
+                )
+            })?)
+        }
         Semantic::TimeMillis => time(path, schema, int()?.checked_mul(1000))?,
         Semantic::TimeMicros => time(path, schema, Some(int()?))?,
         Semantic::TimeNanos => time(path, schema, Some(int()?.div_euclid(1000)))?,
@@ -373,7 +418,7 @@ fn convert(
             let Datum::Bytes(bytes) = datum else {
                 return Err(mismatch(path, "bytes", datum));
             };
-            Bson::String(bits(bytes, schema.parameter("length")))
+            Bson::String(bits(bytes, bit_length(schema, path)?))
         }
         Semantic::Point => {
             let coord = |name: &str| match datum.get(name) {
@@ -452,13 +497,42 @@ fn decimal(
     result.map_err(|e| err(path, TypeErrorKind::Decimal(e)))
 }
 
-/// Little-endian bytes (Debezium's `Bits`) as a bit string of `length` bits, most
-/// significant first; bits beyond the bytes sent are zeros (Debezium sends zero as no bytes).
-fn bits(bytes: &[u8], length: Option<&str>) -> String {
-    let n = length
-        .and_then(|l| l.parse::<usize>().ok())
-        .unwrap_or(bytes.len() * 8)
-        .min(1 << 24);
+/// PostgreSQL's longest bit string (`bit(83886080)`).
+const MAX_BITS: usize = 83_886_080;
+
+/// How many bits a `Bits` value has: the declared length of a `bit(n)`; `None` (as many as
+/// the value holds) for a `varbit`, known by `__debezium.source.column.type = VARBIT`
+/// (`datatype.propagate.source.type`) or by an unbounded length (Debezium says 2147483647).
+fn bit_length(schema: &ConnectSchema, path: &str) -> Result<Option<usize>, TypeError> {
+    if schema
+        .parameter("__debezium.source.column.type")
+        .is_some_and(|t| t.eq_ignore_ascii_case("VARBIT"))
+    {
+        return Ok(None);
+    }
+    match schema.parameter("length").map(str::parse::<usize>) {
+        None => Ok(None),
+        Some(Ok(2_147_483_647)) => Ok(None),
+        Some(Ok(n)) if n <= MAX_BITS => Ok(Some(n)),
+        Some(_) => Err(invalid(
+            path,
+            schema,
+            "bit length out of PostgreSQL's range",
+        )),
+    }
+}
+
+/// Little-endian bytes (Debezium's `Bits`) as a bit string, most significant first (as
+/// PostgreSQL prints it): `length` bits for a `bit(n)` (zeros on the left, Debezium sends
+/// the fewest bytes), or up to the highest set bit for a `varbit` (Debezium sends no
+/// length, so a varbit's leading zeros are lost before us: `B'0101'` arrives as `101`).
+fn bits(bytes: &[u8], length: Option<usize>) -> String {
+    let n = length.unwrap_or_else(|| {
+        bytes
+            .iter()
+            .rposition(|b| *b != 0)
+            .map_or(0, |i| i * 8 + (8 - bytes[i].leading_zeros() as usize))
+    });
     (0..n)
         .rev()
         .map(|i| match bytes.get(i / 8) {
@@ -514,25 +588,45 @@ fn plain(
             Bson::Document(doc)
         }
         (ConnectType::Struct(fields), Datum::Struct(values)) => {
-            let mut doc = Document::new();
-            for (name, value) in values {
-                let field_schema = fields.iter().find(|f| &f.name == name).map(|f| &f.schema);
-                let field_path = join(path, name);
-                doc.insert(
-                    name.clone(),
-                    convert(value, field_schema, options, &field_path)?,
-                );
-                if let (Some(suffix), Some(us)) = (
-                    &options.micros_suffix,
-                    field_schema.and_then(|fs| exact_micros(value, fs)),
-                ) {
-                    doc.insert(format!("{name}{suffix}"), Bson::Int64(us));
-                }
-            }
-            Bson::Document(doc)
+            Bson::Document(struct_document(values, Some(fields), options, path, None)?)
         }
         (ty, d) => return Err(mismatch(path, &format!("{ty:?}").to_lowercase(), d)),
     })
+}
+
+/// A struct's fields as a document; with `unavailable`, the fields holding Debezium's
+/// unchanged-TOAST placeholder are left out and listed there instead.
+fn struct_document(
+    values: &[(String, Datum)],
+    fields: Option<&[crate::decode::Field]>,
+    options: &TypeOptions,
+    path: &str,
+    mut unavailable: Option<&mut Vec<String>>,
+) -> Result<Document, TypeError> {
+    let mut doc = Document::new();
+    for (name, value) in values {
+        if let Some(list) = unavailable.as_deref_mut()
+            && is_unavailable(value)
+        {
+            list.push(name.clone());
+            continue;
+        }
+        let field_schema =
+            fields.and_then(|fs| fs.iter().find(|f| &f.name == name).map(|f| &f.schema));
+        let field_path = join(path, name);
+        let converted = match field_schema {
+            Some(fs) => convert(value, Some(fs), options, &field_path)?,
+            None => natural(value),
+        };
+        doc.insert(name.clone(), converted);
+        if let (Some(suffix), Some(us)) = (
+            &options.micros_suffix,
+            field_schema.and_then(|fs| exact_micros(value, fs)),
+        ) {
+            doc.insert(format!("{name}{suffix}"), Bson::Int64(us));
+        }
+    }
+    Ok(doc)
 }
 
 fn err_path(path: &str) -> &str {
@@ -603,10 +697,53 @@ mod tests {
 
     #[test]
     fn bits_are_little_endian_msb_first() {
-        assert_eq!(bits(&[0b0000_0101], Some("3")), "101");
-        assert_eq!(bits(&[0x01, 0x01], Some("10")), "0100000001");
-        assert_eq!(bits(&[], Some("3")), "000");
-        assert_eq!(bits(&[0b101], None), "00000101");
+        assert_eq!(bits(&[0b0000_0101], Some(3)), "101");
+        assert_eq!(bits(&[0x01, 0x01], Some(10)), "0100000001");
+        assert_eq!(bits(&[], Some(3)), "000");
+        assert_eq!(bits(&[0b101], None), "101");
+        assert_eq!(bits(&[0x00, 0x02], None), "1000000000");
+        assert_eq!(bits(&[], None), "");
+    }
+
+    #[test]
+    fn varbits_are_unpadded_and_bits_padded() {
+        let unbounded = schema(
+            r#"{"type":"bytes","connect.name":"io.debezium.data.Bits","connect.parameters":{"length":"2147483647"}}"#,
+        );
+        let varbit16 = schema(
+            r#"{"type":"bytes","connect.name":"io.debezium.data.Bits","connect.parameters":{"length":"16","__debezium.source.column.type":"VARBIT"}}"#,
+        );
+        let bit10 = schema(
+            r#"{"type":"bytes","connect.name":"io.debezium.data.Bits","connect.parameters":{"length":"10","__debezium.source.column.type":"BIT"}}"#,
+        );
+        let five = Datum::Bytes(vec![5]);
+        assert_eq!(
+            to_bson(&five, Some(&unbounded)).unwrap(),
+            Bson::String("101".into())
+        );
+        assert_eq!(
+            to_bson(&five, Some(&varbit16)).unwrap(),
+            Bson::String("101".into())
+        );
+        assert_eq!(
+            to_bson(&five, Some(&bit10)).unwrap(),
+            Bson::String("0000000101".into())
+        );
+    }
+
+    #[test]
+    fn date_infinities_and_out_of_range_days() {
+        let date = schema(r#"{"type":"int","connect.name":"io.debezium.time.Date"}"#);
+        assert_eq!(
+            to_bson(&Datum::Int(-2_147_472_692), Some(&date)).unwrap(),
+            Bson::DateTime(bson::DateTime::MAX)
+        );
+        assert_eq!(
+            to_bson(&Datum::Int(-2_147_472_691), Some(&date)).unwrap(),
+            Bson::DateTime(bson::DateTime::MIN)
+        );
+        assert!(to_bson(&Datum::Int(-2_147_000_000), Some(&date)).is_err());
+        assert!(to_bson(&Datum::Int(2_145_042_905), Some(&date)).is_ok());
     }
 
     #[test]

@@ -4,9 +4,24 @@ use bson::DateTime;
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
-/// Days since 1970-01-01 to a BSON date at midnight UTC.
+/// Debezium's PostgreSQL date `infinity` / `-infinity`: PostgreSQL's `DATEVAL_NOEND` /
+/// `DATEVAL_NOBEGIN` (`i32::MAX` / `i32::MIN` days since 2000-01-01) shifted to 1970 in 32-bit
+/// arithmetic, which wraps: both land near -2^31 (a year around -5.88 million if read as days).
+const DATE_POSITIVE_INFINITY_DAYS: i64 = -2_147_472_692;
+const DATE_NEGATIVE_INFINITY_DAYS: i64 = -2_147_472_691;
+/// PostgreSQL's date range in days since 1970: 4714-11-24 BC to 5874897-12-31.
+const DATE_MIN_DAYS: i64 = -2_440_588;
+const DATE_MAX_DAYS: i64 = 2_145_042_905;
+
+/// Days since 1970-01-01 to a BSON date at midnight UTC; Debezium's ±infinity become the
+/// BSON date's max/min (like timestamps); `None` for a day count PostgreSQL cannot hold.
 pub(crate) fn date_from_days(days: i64) -> Option<DateTime> {
-    days.checked_mul(86_400_000).map(DateTime::from_millis)
+    match days {
+        DATE_POSITIVE_INFINITY_DAYS => Some(DateTime::MAX),
+        DATE_NEGATIVE_INFINITY_DAYS => Some(DateTime::MIN),
+        DATE_MIN_DAYS..=DATE_MAX_DAYS => Some(DateTime::from_millis(days * 86_400_000)),
+        _ => None,
+    }
 }
 
 /// Debezium's PostgreSQL `infinity` / `-infinity` timestamps, in microseconds
