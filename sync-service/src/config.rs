@@ -157,6 +157,9 @@ pub struct MongoConfig {
     /// Collection recording dead-lettered messages and the keys they hold back.
     #[serde(default = "default_dead_letters")]
     pub dead_letter_collection: String,
+    /// Collection of the truncate floors (see [`truncate`](crate::truncate)).
+    #[serde(default = "default_truncates")]
+    pub truncate_collection: String,
 }
 
 /// `[batch]`: a batch is written when it holds `max_size` messages or its first message
@@ -242,14 +245,31 @@ pub struct DeadLetterConfig {
     /// Topic receiving the original bytes and headers of failed messages.
     #[serde(default = "default_dlq_topic")]
     pub topic: String,
+    /// How often the parked keys are reloaded from the records, in milliseconds. A key an
+    /// operator released is seen at once by the next message of that key in any case
+    /// (it asks the records again); the reload catches up with everything else.
+    #[serde(default = "default_dlq_refresh_ms")]
+    pub refresh_interval_ms: u64,
 }
 
 impl Default for DeadLetterConfig {
     fn default() -> Self {
         DeadLetterConfig {
             topic: default_dlq_topic(),
+            refresh_interval_ms: default_dlq_refresh_ms(),
         }
     }
+}
+
+impl DeadLetterConfig {
+    /// `refresh_interval_ms` as a duration.
+    pub fn refresh_interval(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.refresh_interval_ms)
+    }
+}
+
+fn default_dlq_refresh_ms() -> u64 {
+    2_000
 }
 
 /// `[http]`.
@@ -386,6 +406,10 @@ fn default_session_timeout_ms() -> u64 {
 fn default_revoke_flush_timeout_ms() -> u64 {
     10_000
 }
+fn default_truncates() -> String {
+    "_sync_truncates".into()
+}
+
 fn default_checkpoints() -> String {
     "_sync_checkpoints".into()
 }

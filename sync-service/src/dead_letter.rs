@@ -189,14 +189,33 @@ pub struct DeadLetters {
     parked: Arc<RwLock<Parked>>,
 }
 
-/// Keys held back, as the records say plus what this process parked and no refresh has
-/// read back yet: a refresh whose query ran before (or did not yet see) a record written
-/// here must not release its key, or the key's next change would be applied on top of the
-/// dead-lettered one.
+/// Keys held back, each with the dead letter its next messages wait behind (the latest
+/// pending one of the key), as the records say plus what this process parked and no
+/// refresh has read back yet: a refresh whose query ran before (or did not yet see) a
+/// record written here must not release its key, or the key's next change would be applied
+/// on top of the dead-lettered one.
 #[derive(Default)]
 struct Parked {
-    keys: HashSet<KeyRef>,
-    unconfirmed: HashMap<KeyRef, Instant>,
+    keys: HashMap<KeyRef, Blocker>,
+    unconfirmed: HashMap<KeyRef, (Blocker, Instant)>,
+}
+
+/// The dead letter a parked key waits behind: its id and where it sits in its partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Blocker {
+    id: String,
+    offset: i64,
+}
+
+impl Blocker {
+    /// Keeps the later of two blockers (messages of one key share a partition).
+    fn latest(self, other: Blocker) -> Blocker {
+        if other.offset > self.offset {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// How long a key parked here stays parked without a refresh reading its record back
@@ -256,33 +275,125 @@ impl DeadLetters {
         &self.topic
     }
 
-    /// True when a pending dead letter of `key` holds its later messages back.
-    pub fn parked(&self, key: &KeyRef) -> bool {
+    /// The dead letter (`topic/partition/offset`) that holds the later messages of `key`
+    /// back, if a pending one does.
+    pub fn parked(&self, key: &KeyRef) -> Option<String> {
         self.parked
             .read()
-            .map(|p| p.keys.contains(key))
-            .unwrap_or(false)
+            .ok()
+            .and_then(|p| p.keys.get(key).map(|b| b.id.clone()))
+    }
+
+    /// Pending records by key, the latest of each key.
+    async fn pending_by_key(
+        &self,
+        filter: Document,
+    ) -> Result<HashMap<KeyRef, Blocker>, DeadLetterError> {
+        let mut query = doc! { "status": "pending" };
+        query.extend(filter);
+        let mut keys: HashMap<KeyRef, Blocker> = HashMap::new();
+        let mut cursor = self.records().find(query).await?;
+        while let Some(record) = cursor.try_next().await? {
+            let blocker = Blocker {
+                id: record.id,
+                offset: record.offset,
+            };
+            let key = KeyRef {
+                topic: record.topic,
+                key: record.key,
+            };
+            let merged = match keys.remove(&key) {
+                Some(known) => known.latest(blocker),
+                None => blocker,
+            };
+            keys.insert(key, merged);
+        }
+        Ok(keys)
     }
 
     /// Reloads the parked keys from the records (an operator may have resolved some).
     pub async fn refresh(&self) -> Result<usize, DeadLetterError> {
-        let mut keys = HashSet::new();
-        let mut cursor = self.records().find(doc! { "status": "pending" }).await?;
-        while let Some(record) = cursor.try_next().await? {
-            keys.insert(KeyRef {
-                topic: record.topic,
-                key: record.key,
-            });
-        }
+        let mut keys = self.pending_by_key(doc! {}).await?;
         if let Ok(mut parked) = self.parked.write() {
             parked
                 .unconfirmed
-                .retain(|key, at| !keys.contains(key) && at.elapsed() < UNCONFIRMED_FOR);
-            keys.extend(parked.unconfirmed.keys().cloned());
+                .retain(|key, (_, at)| !keys.contains_key(key) && at.elapsed() < UNCONFIRMED_FOR);
+            for (key, (blocker, _)) in &parked.unconfirmed {
+                let merged = match keys.remove(key) {
+                    Some(known) => known.latest(blocker.clone()),
+                    None => blocker.clone(),
+                };
+                keys.insert(key.clone(), merged);
+            }
             parked.keys = keys;
             return Ok(parked.keys.len());
         }
         Ok(keys.len())
+    }
+
+    /// Asks the records again about `keys` (parked here as of the last refresh) and
+    /// releases those no pending dead letter holds any more: an operator resolved them
+    /// since (`dlq skip`, `dlq replay`), and their next messages must flow at once, not
+    /// after the next refresh. Returns the keys released.
+    pub async fn recheck(&self, keys: &[KeyRef]) -> Result<Vec<KeyRef>, DeadLetterError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let or: Vec<Document> = keys
+            .iter()
+            .map(|k| doc! { "topic": &k.topic, "key": &k.key })
+            .collect();
+        let still = self.pending_by_key(doc! { "$or": or }).await?;
+        let mut released = Vec::new();
+        if let Ok(mut parked) = self.parked.write() {
+            for key in keys {
+                match still.get(key) {
+                    Some(blocker) => {
+                        parked.keys.insert(key.clone(), blocker.clone());
+                    }
+                    None => {
+                        parked.keys.remove(key);
+                        parked.unconfirmed.remove(key);
+                        released.push(key.clone());
+                    }
+                }
+            }
+        }
+        Ok(released)
+    }
+
+    /// Of the dead letters `ids`, those still pending.
+    pub async fn still_pending(&self, ids: &[String]) -> Result<HashSet<String>, DeadLetterError> {
+        if ids.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut found = HashSet::new();
+        let mut cursor = self
+            .records()
+            .find(doc! { "_id": { "$in": ids }, "status": "pending" })
+            .projection(doc! { "_id": 1 })
+            .await?;
+        while let Some(record) = cursor.try_next().await? {
+            found.insert(record.id);
+        }
+        Ok(found)
+    }
+
+    /// Releases `key` here (its records were resolved by this process).
+    pub fn release(&self, key: &KeyRef) {
+        if let Ok(mut parked) = self.parked.write() {
+            parked.keys.remove(key);
+            parked.unconfirmed.remove(key);
+        }
+    }
+
+    /// One cheap request to the records' database (the readiness probe).
+    pub async fn probe(&self) -> Result<(), DeadLetterError> {
+        self.mongo
+            .default_database()
+            .run_command(doc! { "ping": 1 })
+            .await?;
+        Ok(())
     }
 
     /// Creates the indexes the records need.
@@ -363,8 +474,18 @@ impl DeadLetters {
             .upsert(true)
             .await?;
         if let Ok(mut parked) = self.parked.write() {
-            parked.unconfirmed.insert(key.clone(), Instant::now());
-            parked.keys.insert(key);
+            let blocker = Blocker {
+                id,
+                offset: message.offset(),
+            };
+            let merged = match parked.keys.remove(&key) {
+                Some(known) => known.latest(blocker),
+                None => blocker,
+            };
+            parked
+                .unconfirmed
+                .insert(key.clone(), (merged.clone(), Instant::now()));
+            parked.keys.insert(key, merged);
         }
         Ok(())
     }

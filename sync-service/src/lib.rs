@@ -59,6 +59,7 @@ pub mod progress;
 pub mod service;
 pub mod source;
 pub mod telemetry;
+pub mod truncate;
 pub mod types;
 pub mod write;
 

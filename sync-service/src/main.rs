@@ -32,8 +32,9 @@ enum Command {
     },
     /// Resolve dead-lettered messages.
     Dlq {
-        /// Configuration file.
-        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
+        /// Configuration file (before or after the action: `dlq list --config f` and
+        /// `dlq --config f list` both work).
+        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml", global = true)]
         config: PathBuf,
         #[command(subcommand)]
         action: DlqAction,

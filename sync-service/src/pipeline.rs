@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage};
+use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage, Status};
 use crate::decode::{DecodeError, DecodedRecord, Decoder, RawRecord};
 use crate::envelope::{EnvelopeParser, Event};
 use crate::map::{Planned, Projections};
@@ -98,20 +98,81 @@ impl Pipeline {
         shutdown: &CancellationToken,
         batch_span: &tracing::Span,
     ) -> Result<BatchReport, Interrupted> {
+        let (mut report, mut orphans) = self
+            .process_round(batch, true, shutdown, batch_span)
+            .await?;
+        // Messages held back behind a dead letter an operator resolved while this batch
+        // ran: nothing holds them any more, so they are processed now (in order).
+        while !orphans.is_empty() {
+            let (more, next) = self
+                .process_round(&orphans, false, shutdown, batch_span)
+                .await?;
+            report.applied += more.applied;
+            report.stale += more.stale;
+            report.skipped += more.skipped;
+            report.dead_lettered =
+                (report.dead_lettered + more.dead_lettered).saturating_sub(orphans.len());
+            orphans = next;
+        }
+        Ok(report)
+    }
+
+    /// Keys of the batch parked by earlier batches: asked again, so that an operator's
+    /// `dlq skip` / `dlq replay` releases them at once.
+    async fn recheck_parked(
+        &self,
+        batch: &[OwnedMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), Interrupted> {
+        let mut parked: Vec<KeyRef> = Vec::new();
+        for message in batch {
+            let key = KeyRef::of(message);
+            if self.dead_letters.parked(&key).is_some() && !parked.contains(&key) {
+                parked.push(key);
+            }
+        }
+        let mut attempt = 0;
+        while let Err(e) = self.dead_letters.recheck(&parked).await {
+            tracing::warn!(error = %e, attempt, "cannot recheck parked keys; retrying");
+            self.backoff.wait(attempt, shutdown).await?;
+            attempt += 1;
+        }
+        Ok(())
+    }
+
+    /// One pass over `batch`; returns its report and the messages held back behind a dead
+    /// letter that was resolved meanwhile (to process again).
+    async fn process_round(
+        &self,
+        batch: &[OwnedMessage],
+        first: bool,
+        shutdown: &CancellationToken,
+        batch_span: &tracing::Span,
+    ) -> Result<(BatchReport, Vec<OwnedMessage>), Interrupted> {
         let mut fates = Vec::with_capacity(batch.len());
         let mut upstream: Vec<Option<SpanContext>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
         let mut failed_keys: HashMap<KeyRef, String> = HashMap::new();
+        // Keys held back behind a dead letter of an earlier batch, with that dead letter.
+        let mut held_by_earlier: HashMap<KeyRef, String> = HashMap::new();
+        self.recheck_parked(batch, shutdown).await?;
         for message in batch {
-            self.metrics
-                .consumed
-                .get_or_create(&TopicLabel {
-                    topic: message.topic().to_owned(),
-                })
-                .inc();
+            if first {
+                self.metrics
+                    .consumed
+                    .get_or_create(&TopicLabel {
+                        topic: message.topic().to_owned(),
+                    })
+                    .inc();
+            }
             let key = KeyRef::of(message);
-            let behind = failed_keys.get(&key).cloned();
-            let (fate, context) = if behind.is_some() || self.dead_letters.parked(&key) {
+            let behind = match failed_keys.get(&key) {
+                Some(id) => Some(id.clone()),
+                None => self.dead_letters.parked(&key).inspect(|blocker| {
+                    held_by_earlier.insert(key.clone(), blocker.clone());
+                }),
+            };
+            let (fate, context) = if behind.is_some() {
                 let held = Fate::Failed(Failure {
                     stage: Stage::HeldBack,
                     error: "held back behind an earlier dead letter of the same key".into(),
@@ -223,7 +284,66 @@ impl Pipeline {
                 .or_insert(0);
             *next = (*next).max(message.offset() + 1);
         }
-        Ok(report)
+        let orphans = self.orphans(batch, &held_by_earlier, shutdown).await?;
+        Ok((report, orphans))
+    }
+
+    /// Of the keys held back behind dead letters of earlier batches, those whose dead
+    /// letter an operator resolved while the batch ran (after the recheck): their held-back
+    /// messages of this batch are marked replayed and returned to be processed again, so
+    /// that no record of a released key stays pending behind nothing.
+    async fn orphans(
+        &self,
+        batch: &[OwnedMessage],
+        held_by_earlier: &HashMap<KeyRef, String>,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<OwnedMessage>, Interrupted> {
+        if held_by_earlier.is_empty() {
+            return Ok(Vec::new());
+        }
+        let blockers: Vec<String> = held_by_earlier.values().cloned().collect();
+        let mut attempt = 0;
+        let pending = loop {
+            match self.dead_letters.still_pending(&blockers).await {
+                Ok(pending) => break pending,
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "cannot check dead letters; retrying");
+                    self.backoff.wait(attempt, shutdown).await?;
+                    attempt += 1;
+                }
+            }
+        };
+        let released: Vec<&KeyRef> = held_by_earlier
+            .iter()
+            .filter(|(_, blocker)| !pending.contains(*blocker))
+            .map(|(key, _)| key)
+            .collect();
+        if released.is_empty() {
+            return Ok(Vec::new());
+        }
+        let orphans: Vec<OwnedMessage> = batch
+            .iter()
+            .filter(|m| released.contains(&&KeyRef::of(m)))
+            .cloned()
+            .collect();
+        let ids: Vec<String> = orphans
+            .iter()
+            .map(|m| DeadLetter::id_of(m.topic(), m.partition(), m.offset()))
+            .collect();
+        let mut attempt = 0;
+        while let Err(e) = self.dead_letters.resolve(&ids, Status::Replayed).await {
+            tracing::warn!(error = %e, attempt, "cannot resolve dead letters; retrying");
+            self.backoff.wait(attempt, shutdown).await?;
+            attempt += 1;
+        }
+        for key in released {
+            self.dead_letters.release(key);
+        }
+        tracing::info!(
+            messages = orphans.len(),
+            "held-back messages released by a resolved dead letter; processing them"
+        );
+        Ok(orphans)
     }
 
     /// Decode, envelope and map one message.

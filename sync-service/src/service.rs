@@ -40,6 +40,15 @@ pub enum ServiceError {
     /// MongoDB setup failed.
     #[error("mongodb: {0}")]
     Mongo(#[from] cqrs_mongo::Error),
+    /// State the service keeps in MongoDB could not be read at start.
+    #[error("reading {what} from MongoDB: {source}")]
+    State {
+        /// What was read.
+        what: &'static str,
+        /// Error.
+        #[source]
+        source: mongodb::error::Error,
+    },
     /// Dead-letter setup failed.
     #[error("dead letters: {0}")]
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
@@ -123,6 +132,16 @@ impl SyncService {
         pipeline.metrics.initialize(pipeline.projections.names());
         // Keys parked by dead letters of earlier runs stay held back.
         pipeline.dead_letters.refresh().await?;
+        // Truncates applied before this start keep older changes out.
+        pipeline
+            .writer
+            .floors()
+            .load()
+            .await
+            .map_err(|source| ServiceError::State {
+                what: "the truncate floors",
+                source,
+            })?;
         let pipeline = Arc::new(pipeline);
         let progress = Arc::new(Progress::default());
         let context = SourceContext::new(
@@ -137,6 +156,7 @@ impl SyncService {
         let refresher = tokio::spawn(refresh_parked_keys(
             pipeline.dead_letters.clone(),
             pipeline.writer.clone(),
+            self.config.dead_letter.refresh_interval(),
             shutdown.clone(),
         ));
         let http = serve_http(
@@ -252,7 +272,8 @@ pub async fn build_pipeline(
     #[cfg(not(feature = "vault"))]
     let mongo = MongoClient::connect(base).await?;
     let backoff = Backoff::new(&config.retry);
-    let writer = Writer::new(mongo.clone(), backoff.clone());
+    let writer = Writer::new(mongo.clone(), backoff.clone())
+        .with_truncate_collection(&config.mongodb.truncate_collection);
     let producer: FutureProducer = source::producer_config(&config.kafka).create()?;
     // The records follow the client handle (and its rebuilds), not the driver client of now.
     let dead_letters = DeadLetters::new(
@@ -329,33 +350,52 @@ fn store_offsets(consumer: &Source, offsets: &Offsets) {
     }
 }
 
-/// Every 2 s: reloads the parked keys (an operator may have resolved dead letters), which
-/// doubles as the MongoDB probe of the readiness check when no batch is flowing.
+/// Every 2 s: probes MongoDB for the readiness check (also when no batch is flowing), and
+/// every `dead_letter.refresh_interval_ms` reloads the parked keys (an operator may have
+/// resolved dead letters) with the same request.
 async fn refresh_parked_keys(
     dead_letters: DeadLetters,
     writer: Writer,
+    refresh_every: Duration,
     shutdown: CancellationToken,
 ) {
+    let mut refreshed_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                let refreshed = tokio::time::timeout(Duration::from_secs(2), dead_letters.refresh()).await;
-                match refreshed {
-                    Ok(Ok(_)) => writer.observe(true),
+            _ = tokio::time::sleep(PROBE_EVERY.min(refresh_every)) => {
+                let refresh = refreshed_at.elapsed() >= refresh_every;
+                let answered = tokio::time::timeout(PROBE_EVERY, async {
+                    if refresh {
+                        dead_letters.refresh().await.map(|_| ())
+                    } else {
+                        dead_letters.probe().await
+                    }
+                })
+                .await;
+                match answered {
+                    Ok(Ok(())) => {
+                        writer.observe(true);
+                        if refresh {
+                            refreshed_at = tokio::time::Instant::now();
+                        }
+                    }
                     Ok(Err(e)) => {
                         writer.observe(false);
-                        tracing::warn!(error = %e, "cannot refresh parked keys");
+                        tracing::warn!(error = %e, "MongoDB probe / parked-keys refresh failed");
                     }
                     Err(_) => {
                         writer.observe(false);
-                        tracing::warn!("MongoDB did not answer the parked-keys refresh within 2 s");
+                        tracing::warn!("MongoDB did not answer the probe within 2 s");
                     }
                 }
             }
         }
     }
 }
+
+/// How often MongoDB is probed for the readiness check.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 struct HttpState {

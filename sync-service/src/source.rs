@@ -169,6 +169,10 @@ fn describe(tpl: &TopicPartitionList) -> String {
         .join(",")
 }
 
+/// The largest message the dead-letter producer sends: the limit the stack's connectors and
+/// broker are configured with (`producer.override.max.request.size`, `message.max.bytes`).
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The consumer the service reads from.
 pub type Source = StreamConsumer<SourceContext>;
 
@@ -208,7 +212,13 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
 /// pass-through properties (TLS, SASL, ...), then idempotent, fully acknowledged writes.
 pub fn producer_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &kafka.bootstrap_servers);
+    config
+        .set("bootstrap.servers", &kafka.bootstrap_servers)
+        // A dead letter carries the original message, which may be as large as the change
+        // events the stack's connector is allowed to produce (64 MiB, see the README's
+        // "Message size" section); librdkafka's 1 MB default would refuse it and the
+        // pipeline would retry forever.
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string());
     with_user_properties(&mut config, kafka);
     config.set("enable.idempotence", "true").set("acks", "all");
     config

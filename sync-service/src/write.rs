@@ -1,16 +1,16 @@
 //! Write stage: planned writes into MongoDB through cqrs-mongo's guarded bulk writer,
 //! with checkpoints in the same request and retries with backoff while MongoDB is away.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bson::{Bson, Document, doc};
-use cqrs_core::ReadModelWrite;
+use cqrs_core::{SourceVersion, Target};
 use cqrs_mongo::{BulkWriter, CheckpointUpdate, ItemOutcome, MongoClient};
-use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryConfig;
 use crate::map::{MongoWrite, Planned};
+use crate::truncate::TruncateFloors;
 
 /// The write stage was stopped by shutdown before MongoDB acknowledged the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -65,19 +65,49 @@ pub struct Writer {
     mongo: MongoClient,
     bulk: BulkWriter,
     backoff: Backoff,
+    floors: TruncateFloors,
     /// Whether the last request reached MongoDB (for readiness).
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
+/// Where a planned item went.
+enum Slot {
+    /// Sent in the bulk request, at this index.
+    Sent(usize),
+    /// Older than its collection's truncate floor: stale, not sent.
+    BelowFloor,
+    /// A truncate, applied after the bulk request.
+    Truncate,
+}
+
 impl Writer {
-    /// A writer over `mongo`.
+    /// A writer over `mongo`, truncate floors in `_sync_truncates` of its default database.
     pub fn new(mongo: MongoClient, backoff: Backoff) -> Self {
         Writer {
             bulk: mongo.bulk_writer(),
+            floors: TruncateFloors::new(mongo.clone(), "_sync_truncates"),
             mongo,
             backoff,
             healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+
+    /// Keeps the truncate floors in `collection` of the default database.
+    ///
+    /// ```no_run
+    /// # async fn demo(mongo: cqrs_mongo::MongoClient, retry: &sync_service::config::RetryConfig) {
+    /// use sync_service::write::{Backoff, Writer};
+    /// let writer = Writer::new(mongo, Backoff::new(retry)).with_truncate_collection("my_truncates");
+    /// # }
+    /// ```
+    pub fn with_truncate_collection(mut self, collection: &str) -> Self {
+        self.floors = TruncateFloors::new(self.mongo.clone(), collection);
+        self
+    }
+
+    /// The truncate floors (load them with [`TruncateFloors::load`] before the first batch).
+    pub fn floors(&self) -> &TruncateFloors {
+        &self.floors
     }
 
     /// How many times the MongoDB client was rebuilt (new credentials from Vault) so far;
@@ -108,7 +138,11 @@ impl Writer {
     }
 
     /// Writes everything planned plus the checkpoints, retrying whole-request failures
-    /// with backoff until MongoDB answers or shutdown.
+    /// with backoff until MongoDB answers or shutdown. Writes older than their collection's
+    /// truncate floor are stale without being sent; truncates apply after the other writes
+    /// (the version guard keeps rows newer than the truncate, whatever the order inside the
+    /// batch); a floor recorded meanwhile elsewhere is enforced after the writes (see
+    /// [`truncate`](crate::truncate)).
     pub async fn write(
         &self,
         planned: &[Planned],
@@ -117,14 +151,26 @@ impl Writer {
     ) -> Result<Written, Interrupted> {
         let started = Instant::now();
         let mut writes: Vec<MongoWrite> = Vec::new();
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(planned.len());
+        let mut slots: Vec<Slot> = Vec::with_capacity(planned.len());
+        // The floor each written collection was filtered with, and its target.
+        let mut used: BTreeMap<String, Option<SourceVersion>> = BTreeMap::new();
+        let mut targets: BTreeMap<String, Target> = BTreeMap::new();
         for p in planned {
             match p {
                 Planned::Write { write, .. } => {
-                    slots.push(Some(writes.len()));
-                    writes.push(write.clone());
+                    let ns = self.floors.namespace(write.target());
+                    let floor = *used
+                        .entry(ns.clone())
+                        .or_insert_with(|| self.floors.floor(&ns));
+                    targets.entry(ns).or_insert_with(|| write.target().clone());
+                    if floor.is_some_and(|f| write.version() < f) {
+                        slots.push(Slot::BelowFloor);
+                    } else {
+                        slots.push(Slot::Sent(writes.len()));
+                        writes.push(write.clone());
+                    }
                 }
-                Planned::Truncate { .. } => slots.push(None),
+                Planned::Truncate { .. } => slots.push(Slot::Truncate),
             }
         }
         let result = self
@@ -132,75 +178,45 @@ impl Writer {
                 self.bulk.write(writes.clone(), checkpoints.clone())
             })
             .await?;
-        // Truncates after the documents: the version guard keeps rows newer than the
-        // truncate, whatever the order inside the batch.
         let mut outcomes = Vec::with_capacity(planned.len());
         for (p, slot) in planned.iter().zip(slots) {
             let outcome = match (p, slot) {
-                (_, Some(i)) => result.items.get(i).cloned().unwrap_or(ItemOutcome::Applied),
+                (_, Slot::Sent(i)) => result.items.get(i).cloned().unwrap_or(ItemOutcome::Applied),
+                (_, Slot::BelowFloor) => ItemOutcome::Stale,
                 (
                     Planned::Truncate {
                         target, version, ..
                     },
-                    None,
+                    Slot::Truncate,
                 ) => {
-                    let (target, version) = (target.clone(), *version);
-                    self.retrying(shutdown, || self.truncate(target.clone(), version))
-                        .await?
+                    let moved = self
+                        .retrying(shutdown, || self.floors.truncate(target, *version))
+                        .await?;
+                    if moved {
+                        ItemOutcome::Applied
+                    } else {
+                        ItemOutcome::Stale
+                    }
                 }
-                (Planned::Write { .. }, None) => ItemOutcome::Applied,
+                (Planned::Write { .. }, Slot::Truncate) => ItemOutcome::Applied,
             };
             outcomes.push(outcome);
+        }
+        if result.applied() > 0 {
+            let newer = self
+                .retrying(shutdown, || self.floors.newer_than(&used))
+                .await?;
+            for (ns, floor) in newer {
+                if let Some(target) = targets.get(&ns) {
+                    self.retrying(shutdown, || self.floors.sweep(target, floor))
+                        .await?;
+                }
+            }
         }
         Ok(Written {
             outcomes,
             latency: started.elapsed(),
         })
-    }
-
-    /// Tombstones every live document of the target older than `version`, through the
-    /// same guarded deletes as single rows.
-    async fn truncate(
-        &self,
-        target: cqrs_core::Target,
-        version: cqrs_core::SourceVersion,
-    ) -> Result<ItemOutcome, String> {
-        let collection = self
-            .mongo
-            .database(target.database.as_deref())
-            .collection::<Document>(&target.collection);
-        let ids: Vec<Bson> = collection
-            .find(doc! { "_deleted": { "$ne": true } })
-            .projection(doc! { "_id": 1 })
-            .await
-            .map_err(|e| format!("truncate of {}: {e}", target.collection))?
-            .try_collect::<Vec<Document>>()
-            .await
-            .map_err(|e| format!("truncate of {}: {e}", target.collection))?
-            .into_iter()
-            .filter_map(|mut d| d.remove("_id"))
-            .collect();
-        let deletes = ids
-            .into_iter()
-            .map(|id| ReadModelWrite::Delete {
-                target: target.clone(),
-                id,
-                version,
-            })
-            .collect();
-        let result = self
-            .bulk
-            .write(deletes, Vec::new())
-            .await
-            .map_err(|e| e.to_string())?;
-        // Failed if a delete failed, applied if one tombstoned a document, else stale
-        // (everything was already gone or newer: a replayed truncate).
-        let failed = result.items.iter().find(|o| o.is_failed()).cloned();
-        Ok(failed.unwrap_or(if result.applied() > 0 {
-            ItemOutcome::Applied
-        } else {
-            ItemOutcome::Stale
-        }))
     }
 
     async fn retrying<T, E, F, Fut>(

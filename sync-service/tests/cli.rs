@@ -191,3 +191,80 @@ fn run_serves_health_becomes_ready_and_stops_cleanly_on_sigterm() {
     // Logs are structured JSON lines.
     assert!(logs.lines().all(|l| l.starts_with('{')), "{logs}");
 }
+
+/// The `sync-service ...` commands of the README, as written there: optional `[--flag v]`
+/// parts filled in, `sync.toml` pointing at a real config, `# comments` dropped.
+fn readme_commands() -> Vec<Vec<String>> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let mut commands = Vec::new();
+    let mut in_sh = false;
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            in_sh = line == "```sh";
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("sync-service ").filter(|_| in_sh) else {
+            continue;
+        };
+        let rest = rest.split(" # ").next().unwrap_or(rest);
+        let filled = rest
+            .replace(['[', ']'], "")
+            .replace("topic/partition/offset", "cqrs.none.none/0/0")
+            .replace("--id ...", "--id cqrs.none.none/0/0")
+            .replace("--topic T", "--topic cqrs.none.none");
+        commands.push(filled.split_whitespace().map(str::to_owned).collect());
+    }
+    commands
+}
+
+#[test]
+fn the_readme_cli_commands_run_as_written() {
+    let commands = readme_commands();
+    let verbs: Vec<String> = commands.iter().map(|c| c[..2].join(" ")).collect();
+    assert_eq!(
+        verbs,
+        ["dlq list", "dlq replay", "dlq skip"],
+        "the README's CLI section changed: update this test with it"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let group = format!("cli-readme-{}", std::process::id());
+    let config = write_config(&dir, &config_text("", &group));
+    for args in commands {
+        let args: Vec<String> = args
+            .into_iter()
+            .map(|a| {
+                if a == "sync.toml" {
+                    config.display().to_string()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        assert!(
+            args.iter().any(|a| a == "--config"),
+            "README command without --config: {args:?}"
+        );
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "`sync-service {}` failed: {stderr}",
+            args.join(" ")
+        );
+        assert!(!stderr.contains("unexpected argument"), "{stderr}");
+    }
+    // The other order keeps working.
+    let out = Command::new(BIN)
+        .args(["dlq", "--config"])
+        .arg(&config)
+        .arg("list")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 pending"));
+}

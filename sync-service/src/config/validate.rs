@@ -139,6 +139,7 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
         .map_err(at("mongodb.checkpoint_collection"))?;
     collection_name(&c.mongodb.dead_letter_collection)
         .map_err(at("mongodb.dead_letter_collection"))?;
+    collection_name(&c.mongodb.truncate_collection).map_err(at("mongodb.truncate_collection"))?;
     if !(1..=100_000).contains(&c.batch.max_size) {
         return Err(ConfigError::key(
             "batch.max_size",
@@ -164,6 +165,12 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
         ));
     }
     topic_name(&c.dead_letter.topic).map_err(at("dead_letter.topic"))?;
+    if !(100..=600_000).contains(&c.dead_letter.refresh_interval_ms) {
+        return Err(ConfigError::key(
+            "dead_letter.refresh_interval_ms",
+            "must be between 100 and 600000",
+        ));
+    }
     if !c.http.listen.is_empty() && c.http.listen.parse::<SocketAddr>().is_err() {
         return Err(ConfigError::key(
             "http.listen",

@@ -73,7 +73,8 @@ pub enum Planned {
         /// The write.
         write: MongoWrite,
     },
-    /// A truncated table: tombstone every live document of the target older than `version`.
+    /// A truncated table: every document of the target older than `version` goes, and
+    /// every older write to it becomes stale (see [`truncate`](crate::truncate)).
     Truncate {
         /// Projection.
         projection: Arc<str>,
