@@ -11,11 +11,12 @@ export
 STACK ?= auto
 CARGO ?= cargo
 
-.PHONY: help toolchain build lint fmt test test-rust test-compose-config test-deploy-config demo bench \
-        infrastructure-up infrastructure-down infrastructure-status infrastructure-clean infrastructure-logs
+.PHONY: help toolchain build lint fmt test test-rust test-compose test-compose-config test-deploy-config demo bench \
+        infrastructure-up infrastructure-down infrastructure-status infrastructure-clean infrastructure-logs \
+        docker-engine compose-images
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
 
 toolchain: ## install the system packages the build needs (cmake, libcurl for librdkafka)
 	@scripts/ensure-build-deps.sh
@@ -30,7 +31,13 @@ lint: toolchain ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 
-infrastructure-up: ## start the stack (Compose when a Docker engine answers, else local; STACK=local|compose forces one)
+docker-engine: ## a Docker engine that answers (installs Debian's docker.io and starts dockerd when none does)
+	@scripts/ensure-docker.sh
+
+compose-images: docker-engine ## build (or find by input hash) the images of the offline Compose run (docker/images)
+	@docker/images/build.sh
+
+infrastructure-up: ## start the stack (Compose when an engine answers and its images can be had, else local; STACK=local|compose forces one)
 	@docker/stack.sh up
 
 infrastructure-down: ## stop what infrastructure-up started (data is kept)
@@ -45,19 +52,25 @@ infrastructure-clean: ## stop and remove data, replication slots, publications a
 infrastructure-logs: ## tail the logs of every component
 	@docker/stack.sh logs
 
-test-compose-config: ## validate docker/docker-compose.yml (works without a Docker engine)
+test-compose-config: ## validate docker/docker-compose.yml and its offline override (works without a Docker engine)
 	@scripts/validate-compose.sh
 
 # `cargo test --workspace` runs unit, integration, end-to-end and doc tests and builds the
 # examples (`--all-targets` would skip the doctests and run the harness-less benchmarks);
-# `--all-features` includes the Vault tests (feature `vault`).
-test-rust: toolchain ## run every Rust test (needs the stack up)
+# `--all-features` includes the Vault tests (feature `vault`). It includes
+# tests/tests/compose_stack.rs, the Compose stack end to end in its own project (needs a
+# Docker engine: docker-engine).
+test-rust: toolchain docker-engine ## run every Rust test (needs the stack up and a Docker engine)
 	$(CARGO) test --workspace --all-features --no-fail-fast
+
+# Same features as test-rust, so the two share one build.
+test-compose: toolchain docker-engine ## only the Compose stack test: images, its own project, end to end, down -v
+	$(CARGO) test --workspace --all-features --test compose_stack
 
 test-deploy-config: ## validate deploy/kubernetes and check-config its sync.toml (needs target/debug/sync-service)
 	@scripts/validate-kubernetes.sh
 
-test: toolchain infrastructure-up test-compose-config test-rust test-deploy-config lint ## install, start the stack, run every test, lint
+test: toolchain docker-engine infrastructure-up test-compose-config test-rust test-deploy-config lint ## install, start the stacks, run every test, lint
 
 demo: toolchain infrastructure-up ## order -> stock -> invoice -> payment -> dashboard across three services (debug build, shared with make test)
 	$(CARGO) run -p cqrs-examples --bin demo

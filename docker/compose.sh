@@ -11,6 +11,8 @@
 #                              MongoDB, Vault AppRole files, observability data
 #   docker/compose.sh logs [service...]   follow the logs
 #   docker/compose.sh mode     print `upstream` or `offline` (see below) and why; exit 0
+#   docker/compose.sh compose ARGS...   any Compose command on this project, with the files
+#                              of its mode and every profile (`compose restart sync-service`)
 #   docker/compose.sh upstream-ok   exit 0 when the upstream images can be had (present
 #                              here, or a registry answers), 1 otherwise (docker/stack.sh)
 #
@@ -343,8 +345,13 @@ main() {
       pick_mode
       dc_all_profiles logs -f --tail=200 "$@"
       ;;
+    compose)
+      require_engine
+      pick_mode
+      dc_all_profiles "$@"
+      ;;
     *)
-      echo "usage: docker/compose.sh up|down|status|clean|logs|mode|upstream-ok [args]" >&2
+      echo "usage: docker/compose.sh up|down|status|clean|logs|mode|upstream-ok|compose [args]" >&2
       exit 2
       ;;
   esac

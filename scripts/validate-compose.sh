@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Validates docker/docker-compose.yml without a Docker engine (run by `make test-compose-config`).
+# Validates docker/docker-compose.yml and its offline override without a Docker engine (run by
+# `make test-compose-config`).
 #
 # 1. `config -q` with the repository's .env and every profile, through `docker compose` (v2)
 #    or `docker-compose` (v1); installs Debian's docker-compose when neither can run `config`.
@@ -246,3 +247,49 @@ print(f"validate-compose: {len(services)} services; policy checks: "
 sys.exit(1 if errors else 0)
 PYEOF
 log "OK: docker/docker-compose.yml is valid"
+
+# 3. The offline override (docker/docker-compose.offline.yml) on top of it: valid, names no
+#    service the upstream file does not have, gives every service it starts an image built
+#    here (cqrs-local/...), and leaves the others (no local image) to the `observability`
+#    profile. The images themselves are built and run by tests/tests/compose_stack.rs.
+OVERRIDE="${VALIDATE_COMPOSE_OVERRIDE:-$ROOT/docker/docker-compose.offline.yml}"
+if [[ -f $OVERRIDE ]]; then
+  DCO=("${DC[@]}" -f "$OVERRIDE" --profile observability)
+  "${DCO[@]}" config -q || die "'${DCO[*]} config -q' rejected $OVERRIDE"
+  "${DC[@]}" config --services | sort >"$tmp/upstream-services"
+  "${DCO[@]}" config --services | sort >"$tmp/offline-services"
+  extra=$(comm -13 "$tmp/upstream-services" "$tmp/offline-services")
+  [[ -z $extra ]] || die "$OVERRIDE adds services the upstream file does not have: $extra"
+  if [[ $format == json ]]; then
+    "${DCO[@]}" config --format json >"$tmp/offline-config"
+  else
+    "${DCO[@]}" config >"$tmp/offline-config"
+  fi
+  "${PY[@]}" - "$tmp/offline-config" "$format" <<'PYEOF'
+import json
+import sys
+
+path, fmt = sys.argv[1:3]
+with open(path) as f:
+    if fmt == "json":
+        cfg = json.load(f)
+    else:
+        import yaml
+        cfg = yaml.safe_load(f)
+errors = []
+left_out = []
+for name, svc in sorted((cfg.get("services") or {}).items()):
+    if "observability" in (svc.get("profiles") or []):
+        left_out.append(name)
+        continue
+    image = str(svc.get("image") or "")
+    if not image.startswith("cqrs-local/"):
+        errors.append(f"service '{name}' runs offline with image '{image}', not one built here (cqrs-local/...)")
+for e in errors:
+    print(f"validate-compose: FAIL: offline override: {e}", file=sys.stderr)
+print(f"validate-compose: offline override: {len(cfg.get('services') or {}) - len(left_out)} services on local images, "
+      f"left out (profile observability): {', '.join(left_out) or 'none'}", file=sys.stderr)
+sys.exit(1 if errors else 0)
+PYEOF
+  log "OK: docker/docker-compose.offline.yml is valid on top of it"
+fi
