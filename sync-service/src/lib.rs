@@ -16,7 +16,7 @@
 //!    stage for the row images and keys).
 //! 5. [`map`]: a change into read-model writes, by declarative table mappings or Rust
 //!    projections ([`cqrs_core::Projection`]),
-//! 6. [`write`]: guarded bulk writes through `cqrs-mongo`, checkpoints in the same request,
+//! 6. [`write`](mod@crate::write): guarded bulk writes through `cqrs-mongo`, checkpoints in the same request,
 //!    retried with backoff while MongoDB is away,
 //! 7. commit: [`pipeline`] returns the offsets a batch settled and [`service`] stores them.
 //!

@@ -1,7 +1,7 @@
 //! Envelope stage: a decoded record into an [`Event`].
 //!
 //! Debezium PostgreSQL change events become [`Change`]s (row images converted to BSON by
-//! the [`types`](crate::types) stage, version from the LSN). Tombstones, heartbeats,
+//! the [`types`] stage, version from the LSN). Tombstones, heartbeats,
 //! schema-change and transaction-boundary messages are recognised as skippable kinds
 //! ([`Event::is_skippable`]); records on outbox topics become [`OutboxEvent`]s. Anything
 //! else is an [`EnvelopeError::NotAnEnvelope`].

@@ -10,7 +10,7 @@
 //! | `boolean` | `boolean`, `bit(1)` | Boolean |
 //! | `string` | `text`, `varchar`, `char` (padded), `inet`, `cidr`, `macaddr`, ranges | String |
 //! | `bytes` | `bytea` | Binary (generic) |
-//! | `io.debezium.time.Date`, `org.apache.kafka.connect.data.Date`, Avro `date` | `date` | Date at 00:00 UTC |
+//! | `io.debezium.time.Date`, `org.apache.kafka.connect.data.Date`, Avro `date` | `date` | Date at 00:00 UTC; ±infinity → max/min Date; a day count outside PostgreSQL's range is an error |
 //! | `io.debezium.time.Time` / `MicroTime` / `NanoTime`, `org.apache.kafka.connect.data.Time`, Avro `time-*` | `time` | String `HH:MM:SS.ffffff` (always 6 digits; sorts like the time) |
 //! | `io.debezium.time.ZonedTime` | `timetz` | String as Debezium sends it (UTC, e.g. `12:30:00.5Z`) |
 //! | `io.debezium.time.Timestamp` / `MicroTimestamp` / `NanoTimestamp`, `org.apache.kafka.connect.data.Timestamp`, Avro `timestamp-*` | `timestamp` | Date, **floored to milliseconds** (BSON dates hold ms); [`TypeOptions::micros_suffix`] keeps exact microseconds in an extra Int64 field; ±infinity → max/min Date |
@@ -21,17 +21,20 @@
 //! | `io.debezium.data.VariableScaleDecimal` | `numeric` | Decimal128, exact (same rule) |
 //! | `string` with `__debezium.source.column.type` NUMERIC/DECIMAL/MONEY | `numeric` (`decimal.handling.mode=string`, `column.propagate.source.type`) | Decimal128 (`NaN`, `Infinity` too); without the parameter it stays a String |
 //! | `float64` | `numeric` (`decimal.handling.mode=double`) | Double |
-//! | `io.debezium.data.Json` | `json`, `jsonb`, `hstore` (json mode) | embedded Document / Array / scalar, key order kept |
+//! | `io.debezium.data.Json` | `json`, `jsonb`, `hstore` (json mode) | embedded Document / Array / scalar, key order kept, numbers exact ([`number_to_bson`]) |
 //! | `io.debezium.data.Uuid` | `uuid` | Binary subtype 4 (UUID) |
 //! | `io.debezium.data.Enum` | enum types | String |
 //! | `io.debezium.data.EnumSet` | | Array of Strings |
-//! | `io.debezium.data.Bits` | `bit(n>1)`, `varbit(n)` | String of `0`/`1`, most significant first (as PostgreSQL prints it), `length` bits; a `varbit` value is zero-padded on the left to the declared length (Debezium does not send its actual length) |
+//! | `io.debezium.data.Bits` | `bit(n>1)`, `varbit(n)` | String of `0`/`1`, most significant first (as PostgreSQL prints it): `n` bits for a `bit(n)`; for a `varbit` (source type `VARBIT` or an unbounded length) the bits from the highest 1 on, unpadded (Debezium drops a varbit's leading zeros) |
 //! | `io.debezium.data.Xml`, `io.debezium.data.Ltree` | `xml`, `ltree` | String |
 //! | `io.debezium.data.geometry.Point` | `point` | GeoJSON `{type: "Point", coordinates: [x, y]}` |
 //! | `io.debezium.data.geometry.Geometry` / `Geography` | PostGIS | Document `{wkb: Binary, srid: Int32 or null}` |
 //! | `array` | `text[]`, `int[]`, ... | Array (elements converted by the same rules) |
 //! | `map` | `hstore` (map mode) | Document |
 //! | `struct` | rows, composite keys | Document, fields in schema order |
+//!
+//! Columns holding Debezium's placeholder for an unchanged TOASTed value are recognised by
+//! [`is_unavailable`] and left out of row images by [`row_image`].
 //!
 //! Without a schema (Connect JSON with `schemas.enable=false`) there is nothing to say what a
 //! number or string means: values map naturally (integers to Int32 when they fit, else
