@@ -265,6 +265,9 @@ cmd_status() {
     where="$(endpoint_of "$svc")"
     if [[ -z $line ]]; then
       state="not created"
+      if ((OFFLINE)); then
+        case "$svc" in otel-collector | tempo | loki | grafana) state="left out (offline)" ;; esac
+      fi
     else
       read -r _ status health code role id <<<"$line"
       if [[ $role == init-job ]]; then

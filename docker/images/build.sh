@@ -35,17 +35,17 @@ set -euo pipefail
 
 IMAGES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # The local stack's install functions, paths and environment (.env, CQRS_TOOLS_DIR).
-# shellcheck source=../local/lib.sh
+# shellcheck source=docker/local/lib.sh
 source "$IMAGES_DIR/../local/lib.sh"
-# shellcheck source=../local/broker.sh
+# shellcheck source=docker/local/broker.sh
 source "$LOCAL_DIR/broker.sh"
-# shellcheck source=../local/vault.sh
+# shellcheck source=docker/local/vault.sh
 source "$LOCAL_DIR/vault.sh"
-# shellcheck source=../local/connect.sh
+# shellcheck source=docker/local/connect.sh
 source "$LOCAL_DIR/connect.sh"
-# shellcheck source=../local/registry.sh
+# shellcheck source=docker/local/registry.sh
 source "$LOCAL_DIR/registry.sh"
-# shellcheck source=../local/mongo.sh
+# shellcheck source=docker/local/mongo.sh
 source "$LOCAL_DIR/mongo.sh"
 
 log() { printf '[images] %s\n' "$*" >&2; }
@@ -250,6 +250,7 @@ build_base() {
   fi
   as_root rm -rf "$root"
   log "debian: $tag built in $((SECONDS - t0))s"
+  prune_old debian "$tag"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -287,6 +288,18 @@ build_component() {
   }
   rm -rf "$ctx"
   log "$name: $tag built in $((SECONDS - t0))s"
+  prune_old "$name" "$tag"
+}
+
+# prune_old NAME TAG: the other tags of cqrs-local/NAME go (each change of the workspace's
+# sync-service binary makes a new ~300 MB image). Only the tag is removed, and only when no
+# container uses it (docker rmi refuses otherwise); layers still shared stay.
+prune_old() {
+  local old
+  while read -r old; do
+    [[ -n $old && $old != "$2" ]] || continue
+    if docker rmi "$old" >/dev/null 2>&1; then log "$1: removed the older $old"; fi
+  done < <(docker images --format '{{.Repository}}:{{.Tag}}' "cqrs-local/$1")
 }
 
 COMPONENTS=(postgres kafka schema-registry kafka-connect mongodb vault prometheus)
