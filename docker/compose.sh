@@ -160,7 +160,16 @@ pick_mode() {
 # override file. The sync-service image needs a binary: only built when profile `app` runs.
 local_images() {
   local args=() line
-  [[ ,${COMPOSE_PROFILES:-}, == *,app,* ]] || args+=(--without-sync-service)
+  if [[ ,${COMPOSE_PROFILES:-}, == *,app,* ]]; then
+    # the sync-service image takes the workspace's binary: bring it up to date first, unless
+    # the caller names one (the Compose test passes the one `cargo test` just built)
+    if [[ -z ${CQRS_SYNC_SERVICE_BIN:-} ]]; then
+      log "building the sync-service binary for its image (cargo build -p sync-service)"
+      (cd "$ROOT" && "${CARGO:-cargo}" build -p sync-service) >&2 || die "cargo build -p sync-service failed"
+    fi
+  else
+    args+=(--without-sync-service)
+  fi
   local out
   out=$("$ROOT/docker/images/build.sh" "${args[@]}") || die "docker/images/build.sh failed (see above)"
   while IFS= read -r line; do
@@ -258,7 +267,8 @@ endpoint_of() {
 
 cmd_status() {
   local services svc line status health code role id state where states
-  services="$(dc_all_profiles config --services)"
+  # in the order of the file
+  services="$(awk '/^services:/ {in_s = 1; next} in_s && /^[^ #]/ {in_s = 0} in_s && /^  [a-z][a-z0-9-]*:$/ {gsub(/[ :]/, ""); print}' "$COMPOSE_FILE_PATH")"
   states="$(container_states)"
   for svc in $services; do
     line="$(awk -v s="$svc" '$1 == s' <<<"$states" | head -n1)"
@@ -282,8 +292,12 @@ cmd_status() {
       fi
       # what is really published (a port variable of 0 took a free port)
       local published
-      published="$(docker port "$id" 2>/dev/null | awk '{print $3}' | sort -u | paste -sd, -)"
-      [[ -z $published ]] || where="$where [published: $published]"
+      published="$(docker port "$id" 2>/dev/null | awk '{print $3}' | { grep '^127\.0\.0\.1:' || true; } | sort -u | paste -sd, -)"
+      if [[ $published == *,* ]]; then
+        where="$where [published: $published]"
+      elif [[ -n $published ]]; then
+        where="$(sed -E "s/127\.0\.0\.1:[0-9]+/$published/" <<<"$where")"
+      fi
     fi
     printf '%-16s %-22s %s\n' "$svc" "$state" "$where"
   done

@@ -35,6 +35,7 @@ if [[ $1 == postgres && ! -s $PGDATA/PG_VERSION ]]; then
     case "$f" in
       *.sh)
         echo "entrypoint: running $f"
+        # shellcheck disable=SC1090 # the init scripts are the user's
         if [[ -x $f ]]; then "$f"; else . "$f"; fi
         ;;
       *.sql) echo "entrypoint: running $f"; "${psql[@]}" --dbname "$POSTGRES_DB" -f "$f" ;;
