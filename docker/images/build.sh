@@ -64,8 +64,10 @@ done
 
 WORK="$TOOLS_DIR/images"
 BUILD_LOGS="$WORK/logs"
-CONTEXTS="$WORK/context"
+# build contexts of this run (two runs at once do not share them)
+CONTEXTS="$WORK/context.$$"
 mkdir -p "$BUILD_LOGS" "$CONTEXTS"
+trap 'rm -rf "$CONTEXTS"' EXIT
 
 SUITE=trixie
 # Packages every image gets: TLS roots, curl (health checks, register.sh), wget (the
