@@ -116,6 +116,45 @@ impl EventMetadata {
     }
 }
 
+/// The part of [`EventMetadata`] stored beside an event's own columns: `cqrs-postgres`
+/// writes it as the `metadata` jsonb column of its `events` table, and projections of
+/// captured event rows read it back. Tolerant of rows written by other tools (missing ids
+/// read as the nil UUID).
+///
+/// ```
+/// use cqrs_core::StoredMetadata;
+/// let stored: StoredMetadata = serde_json::from_str(r#"{"tenant_id":"acme"}"#).unwrap();
+/// assert_eq!(stored.tenant_id.as_deref(), Some("acme"));
+/// assert!(stored.correlation_id.is_nil());
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StoredMetadata {
+    /// [`EventMetadata::correlation_id`].
+    #[serde(default)]
+    pub correlation_id: Uuid,
+    /// [`EventMetadata::causation_id`].
+    #[serde(default)]
+    pub causation_id: Uuid,
+    /// [`EventMetadata::tenant_id`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_id: Option<String>,
+    /// [`EventMetadata::trace_context`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<TraceContext>,
+}
+
+impl StoredMetadata {
+    /// The stored part of `metadata`.
+    pub fn of(metadata: &EventMetadata) -> Self {
+        StoredMetadata {
+            correlation_id: metadata.correlation_id,
+            causation_id: metadata.causation_id,
+            tenant_id: metadata.tenant_id.clone(),
+            trace_context: metadata.trace_context.clone(),
+        }
+    }
+}
+
 /// An event together with its metadata.
 ///
 /// ```

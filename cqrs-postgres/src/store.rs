@@ -8,10 +8,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cqrs_core::{
     Aggregate, AggregateStore, CommandReceipt, Commit, EventEnvelope, EventMetadata, ForCommand,
-    Loaded, PersistenceMode, StoreError, TraceContext, Upcasters,
+    Loaded, PersistenceMode, StoreError, StoredMetadata, Upcasters,
 };
 use futures::future::OptionFuture;
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio_postgres::Row;
 use tokio_postgres::types::{Json, ToSql};
@@ -52,31 +51,6 @@ impl Statements {
             insert_processed: r(include_str!("../sql/store/insert_processed_command.sql")),
         }
     }
-}
-
-/// The part of [`EventMetadata`] kept in the `metadata` jsonb column of `events`.
-#[derive(Serialize, Debug)]
-struct MetadataColumn<'a> {
-    correlation_id: Uuid,
-    causation_id: Uuid,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    tenant_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    trace_context: Option<&'a TraceContext>,
-}
-
-/// The `metadata` column as read back; tolerant of rows written by other tools (missing
-/// ids read as the nil UUID).
-#[derive(Deserialize, Default)]
-struct StoredMetadata {
-    #[serde(default)]
-    correlation_id: Uuid,
-    #[serde(default)]
-    causation_id: Uuid,
-    #[serde(default)]
-    tenant_id: Option<String>,
-    #[serde(default)]
-    trace_context: Option<TraceContext>,
 }
 
 /// Stores aggregates of type `A` in the service schema of a [`PgPool`].
@@ -620,12 +594,7 @@ impl<A: Aggregate> PostgresStore<A> {
             metadata.reserve(n);
             for event in commit.events {
                 let m = &event.metadata;
-                metadata.push(Json(MetadataColumn {
-                    correlation_id: m.correlation_id,
-                    causation_id: m.causation_id,
-                    tenant_id: m.tenant_id.as_deref(),
-                    trace_context: m.trace_context.as_ref(),
-                }));
+                metadata.push(Json(StoredMetadata::of(m)));
             }
         }
         let (mut spans, mut correlations, mut causations, mut tenants) =

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use cqrs_core::{CommandError, CommandMetadata, ConsistencyToken};
 use uuid::Uuid;
 
-use crate::event::IntegrationEvent;
+use cqrs_core::outbox::IntegrationEvent;
 
 /// Namespace of the UUIDv5 command ids derived by [`command_id`].
 pub const COMMAND_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_7d2e_3c4b_4e59_9a0d_1b2c_3d4e_5f60);

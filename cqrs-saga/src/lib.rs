@@ -52,12 +52,13 @@
 //! # Ok(()) }
 //! ```
 
-mod event;
 mod handler;
 mod runner;
 mod saga;
 
-pub use event::{DecodeError, IntegrationEvent, Position, TOPIC_PREFIX, outbox_topic};
+/// Integration events are decoded by `cqrs-core`'s outbox decoder, shared with the
+/// sync-service: one definition of the outbox format next to the writer's.
+pub use cqrs_core::outbox::{DecodeError, IntegrationEvent, Position, TOPIC_PREFIX, outbox_topic};
 pub use handler::{
     COMMAND_ID_NAMESPACE, EventHandler, Handled, HandlerError, command_id, reaction_metadata,
 };

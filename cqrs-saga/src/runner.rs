@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::event::IntegrationEvent;
 use crate::handler::{EventHandler, Handled, HandlerError};
+use cqrs_core::outbox::IntegrationEvent;
 
 /// Why the runner could not start or had to stop.
 #[derive(Debug, thiserror::Error)]

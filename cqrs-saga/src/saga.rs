@@ -7,8 +7,8 @@ use std::fmt;
 use async_trait::async_trait;
 use cqrs_core::{Aggregate, AggregateStore, CommandHandler};
 
-use crate::event::{IntegrationEvent, outbox_topic};
 use crate::handler::{EventHandler, Handled, HandlerError, command_id, reaction_metadata};
+use cqrs_core::outbox::{IntegrationEvent, outbox_topic};
 
 /// A command for one aggregate instance, decided from an event.
 #[derive(Debug, Clone, PartialEq)]

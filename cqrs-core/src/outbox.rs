@@ -1,4 +1,6 @@
-//! Integration events as Debezium's outbox event router publishes them.
+//! The outbox format, read side: integration events as Debezium's outbox event router
+//! publishes the rows `cqrs-postgres` writes ([`OutboxMessage`](crate::OutboxMessage)). One decoder
+//! for every consumer: `cqrs-saga` reacts to these events, the sync-service projects them.
 //!
 //! The stack's `cqrs-outbox` connector (`docker/debezium/cqrs-outbox.json.tmpl`) routes
 //! every row of a `<schema>.outbox` table (written by `cqrs-postgres` in the command's
@@ -13,8 +15,8 @@
 //!
 //! [`IntegrationEvent::from_record`] decodes such a record without any registry.
 
+use crate::TraceContext;
 use chrono::{DateTime, Utc};
-use cqrs_core::TraceContext;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
@@ -25,7 +27,7 @@ pub const TOPIC_PREFIX: &str = "outbox.event.";
 /// The topic carrying the outbox events of `aggregate_type`.
 ///
 /// ```
-/// assert_eq!(cqrs_saga::outbox_topic("Order"), "outbox.event.Order");
+/// assert_eq!(cqrs_core::outbox::outbox_topic("Order"), "outbox.event.Order");
 /// ```
 pub fn outbox_topic(aggregate_type: &str) -> String {
     format!("{TOPIC_PREFIX}{aggregate_type}")
@@ -118,7 +120,7 @@ impl IntegrationEvent {
     /// tombstone: nothing to react to).
     ///
     /// ```
-    /// use cqrs_saga::IntegrationEvent;
+    /// use cqrs_core::outbox::IntegrationEvent;
     ///
     /// let headers = [
     ///     ("id", Some(&b"0190c3f6-6c1e-7c4e-9c1e-3a2b1c0d9e8f"[..])),
@@ -251,7 +253,7 @@ impl IntegrationEvent {
     /// The payload as a typed value.
     ///
     /// ```
-    /// # use cqrs_saga::IntegrationEvent;
+    /// # use cqrs_core::outbox::IntegrationEvent;
     /// # let headers = [("id", Some(&b"0190c3f6-6c1e-7c4e-9c1e-3a2b1c0d9e8f"[..])), ("eventType", Some(&b"OrderPlaced"[..]))];
     /// # let event = IntegrationEvent::from_record("outbox.event.Order", 0, 0, Some(b"o-1"), Some(br#"{"total":5}"#), headers).unwrap().unwrap();
     /// #[derive(serde::Deserialize)]
