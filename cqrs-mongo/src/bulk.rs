@@ -36,7 +36,7 @@ use crate::{
     client::MongoClient,
     errors::{DuplicateOn, Error, Result, classify_duplicate, display_id},
     guard::{self, GuardedOp, OpBody, WriteOutcome},
-    model::VersionFields,
+    model::{GuardedWrite, VersionFields},
 };
 
 /// How bulk requests are sent.
@@ -383,8 +383,8 @@ impl BulkWriter {
     /// }).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn apply(&self, write: &ReadModelWrite<Bson, Document>) -> Result<WriteOutcome> {
-        let op = guard::build(write, &self.fields, bson::DateTime::now())?;
+    pub async fn apply(&self, write: impl Into<GuardedWrite>) -> Result<WriteOutcome> {
+        let op = guard::build(&write.into(), &self.fields, bson::DateTime::now())?;
         let coll = self
             .client
             .database(op.database.as_deref())
@@ -404,11 +404,12 @@ impl BulkWriter {
     /// [`CheckpointStore::save`] when [`BulkResult::is_complete`].
     ///
     /// An `Err` means the request as a whole failed: resend the batch (it is idempotent).
-    pub async fn write(
+    pub async fn write<W: Into<GuardedWrite>>(
         &self,
-        writes: Vec<ReadModelWrite<Bson, Document>>,
+        writes: Vec<W>,
         checkpoints: Vec<CheckpointUpdate>,
     ) -> Result<BulkResult> {
+        let writes: Vec<GuardedWrite> = writes.into_iter().map(Into::into).collect();
         let mut items: Vec<Option<ItemOutcome>> = vec![None; writes.len()];
         // Documents with a failed write: their later writes are held back.
         let mut failed_docs: std::collections::HashSet<String> = Default::default();
@@ -418,13 +419,17 @@ impl BulkWriter {
 
         // Which document each write goes to: numbers its writes into rounds and holds them
         // back after a failure.
-        let doc_keys: Vec<String> = writes.iter().map(|w| doc_key(w, &default_db)).collect();
+        let doc_keys: Vec<String> = writes
+            .iter()
+            .map(|w| doc_key(&w.write, &default_db))
+            .collect();
 
         // Build the units, numbering each document's writes into rounds.
         let mut seen: HashMap<&str, usize> = HashMap::new();
         let mut rounds: Vec<Vec<Unit>> = Vec::new();
-        for (i, write) in writes.iter().enumerate() {
-            let op: GuardedOp = match guard::build(write, &self.fields, now) {
+        for (i, guarded) in writes.iter().enumerate() {
+            let write = &guarded.write;
+            let op: GuardedOp = match guard::build(guarded, &self.fields, now) {
                 Ok(op) => op,
                 Err(e) => {
                     failed_docs.insert(doc_keys[i].clone());

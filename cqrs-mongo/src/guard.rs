@@ -25,7 +25,10 @@ use mongodb::Collection;
 
 use crate::{
     errors::{DuplicateOn, Error, Result, display_id, duplicate_in},
-    model::{DELETED_AT_FIELD, DELETED_FIELD, SCOPES_FIELD, VersionFields},
+    model::{
+        AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, GuardedWrite, SCOPES_FIELD,
+        VersionFields, origin_key,
+    },
 };
 
 /// What became of a guarded write. A stale write is an outcome, never an error.
@@ -125,6 +128,8 @@ fn reserved(field: &str, fields: &VersionFields) -> bool {
         || field == DELETED_AT_FIELD
         || field == SCOPES_FIELD
         || field.starts_with(&format!("{SCOPES_FIELD}."))
+        || field == AGGREGATES_FIELD
+        || field.starts_with(&format!("{AGGREGATES_FIELD}."))
         || field.starts_with(&format!("{}.", fields.position))
 }
 
@@ -187,12 +192,20 @@ fn patch_parts(
     Ok((set, unset_doc))
 }
 
-/// Builds the guarded operation for a write.
+/// Builds the guarded operation for a write and its origin.
 pub(crate) fn build(
-    write: &ReadModelWrite<Bson, Document>,
+    guarded: &GuardedWrite,
     fields: &VersionFields,
     now: bson::DateTime,
 ) -> Result<GuardedOp> {
+    let write = &guarded.write;
+    // `_aggregates.<Type>/<id>`: the aggregate version the document reflects.
+    let origin = guarded.origin.as_ref().map(|o| {
+        (
+            origin_key(&o.aggregate_type, &o.aggregate_id),
+            i64::try_from(o.version).unwrap_or(i64::MAX),
+        )
+    });
     let target = write.target();
     let collection = target.collection.as_str();
     let id = write.id();
@@ -207,12 +220,18 @@ pub(crate) fn build(
             out.extend(body);
             out.insert(fields.position.clone(), position);
             out.insert(fields.index.clone(), index);
+            if let Some((key, version)) = &origin {
+                out.insert(AGGREGATES_FIELD, doc! { key.as_str(): *version });
+            }
             OpBody::Replace(out)
         }
         ReadModelWrite::Patch { set, unset, .. } => {
             let (mut set, mut unset_doc) = patch_parts(set, unset, id, collection, fields)?;
             set.insert(fields.position.clone(), position);
             set.insert(fields.index.clone(), index);
+            if let Some((key, version)) = &origin {
+                set.insert(format!("{AGGREGATES_FIELD}.{key}"), *version);
+            }
             unset_doc.insert(DELETED_FIELD, "");
             unset_doc.insert(DELETED_AT_FIELD, "");
             OpBody::Update(doc! { "$set": set, "$unset": unset_doc })
@@ -236,6 +255,9 @@ pub(crate) fn build(
             let scoped = VersionFields::new(&format!("{SCOPES_FIELD}.{scope}.{}", fields.position));
             set.insert(scoped.position.clone(), position);
             set.insert(scoped.index.clone(), index);
+            if let Some((key, version)) = &origin {
+                set.insert(format!("{AGGREGATES_FIELD}.{key}"), *version);
+            }
             unset_doc.insert(DELETED_FIELD, "");
             unset_doc.insert(DELETED_AT_FIELD, "");
             // The source's own version guards the write; a tombstone at least as new as
@@ -263,13 +285,20 @@ pub(crate) fn build(
                 }),
             });
         }
-        ReadModelWrite::Delete { .. } => OpBody::Replace(doc! {
-            "_id": id.clone(),
-            fields.position.as_str(): position,
-            fields.index.as_str(): index,
-            DELETED_FIELD: true,
-            DELETED_AT_FIELD: now,
-        }),
+        ReadModelWrite::Delete { .. } => {
+            let mut tombstone = doc! {
+                "_id": id.clone(),
+                fields.position.as_str(): position,
+                fields.index.as_str(): index,
+                DELETED_FIELD: true,
+                DELETED_AT_FIELD: now,
+            };
+            // A waiter for the deleting command learns that the document is gone.
+            if let Some((key, version)) = &origin {
+                tombstone.insert(AGGREGATES_FIELD, doc! { key.as_str(): *version });
+            }
+            OpBody::Replace(tombstone)
+        }
     };
     Ok(GuardedOp {
         database: target.database.clone(),
@@ -340,7 +369,7 @@ mod tests {
             version: SourceVersion::with_index(5, 1),
             document: doc! { "_id": "a", "x": 1, "_version": 99_i64, "_deleted": true },
         };
-        let op = build(&w, &fields(), bson::DateTime::now()).unwrap();
+        let op = build(&w.clone().into(), &fields(), bson::DateTime::now()).unwrap();
         assert_eq!(
             op.body,
             OpBody::Replace(
@@ -359,7 +388,7 @@ mod tests {
             unset: vec!["x".into()],
         };
         assert!(matches!(
-            build(&w, &fields(), bson::DateTime::now()),
+            build(&w.clone().into(), &fields(), bson::DateTime::now()),
             Err(Error::InvalidWrite { .. })
         ));
         let w = ReadModelWrite::Replace {
@@ -369,7 +398,7 @@ mod tests {
             document: doc! { "_id": "b" },
         };
         assert!(matches!(
-            build(&w, &fields(), bson::DateTime::now()),
+            build(&w.clone().into(), &fields(), bson::DateTime::now()),
             Err(Error::InvalidWrite { .. })
         ));
     }
@@ -381,7 +410,7 @@ mod tests {
             id: Bson::from("a"),
             version: SourceVersion::new(u64::MAX),
         };
-        let err = build(&w, &fields(), bson::DateTime::now()).unwrap_err();
+        let err = build(&w.clone().into(), &fields(), bson::DateTime::now()).unwrap_err();
         assert!(matches!(err, Error::VersionOutOfRange { .. }), "{err}");
         assert_eq!(err.id(), Some("a"));
     }

@@ -69,7 +69,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore, CheckpointUpdate};
 pub use client::{Credentials, MongoClient, MongoConfig, PoolConfig, Secret, TlsConfig};
 pub use errors::{Error, Result};
 pub use guard::WriteOutcome;
-pub use model::{MongoReadModel, VersionFields, Versioned};
+pub use model::{GuardedWrite, MongoReadModel, VersionFields, Versioned};
 pub use repository::{Field, Filter, Page, PageCursor, Patch, Query, Repository, Sort};
 pub use wait::Waited;
 

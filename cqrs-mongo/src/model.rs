@@ -22,7 +22,7 @@
 use std::time::Duration;
 
 use bson::{Bson, Document};
-use cqrs_core::{ReadModel, SourceVersion};
+use cqrs_core::{ConsistencyToken, ReadModel, ReadModelWrite, SourceVersion};
 use mongodb::IndexModel;
 use serde::de::DeserializeOwned;
 
@@ -37,6 +37,89 @@ pub const DELETED_AT_FIELD: &str = "_deleted_at";
 pub const SCOPES_FIELD: &str = "_scopes";
 /// Suffix of the field holding [`SourceVersion::index`].
 pub const VERSION_INDEX_SUFFIX: &str = "_index";
+/// Sub-document holding the aggregate versions a document reflects, one per aggregate that
+/// fed it: `_aggregates.<Type>/<id>: <version>` (see [`origin_key`]). Written with writes
+/// that carry an origin ([`GuardedWrite::origin`]); read by
+/// [`Repository::wait_for`](crate::Repository::wait_for).
+pub const AGGREGATES_FIELD: &str = "_aggregates";
+
+/// The key of an aggregate under [`AGGREGATES_FIELD`]: `<type>/<id>`, with `%`, `.` and `$`
+/// of the id percent-encoded (MongoDB field names may hold neither `.` nor a leading `$`).
+///
+/// ```
+/// assert_eq!(cqrs_mongo::model::origin_key("Order", "o.1$%"), "Order/o%2E1%24%25");
+/// ```
+pub fn origin_key(aggregate_type: &str, aggregate_id: &str) -> String {
+    let mut key = String::with_capacity(aggregate_type.len() + aggregate_id.len() + 1);
+    key.push_str(aggregate_type);
+    key.push('/');
+    for c in aggregate_id.chars() {
+        match c {
+            '%' => key.push_str("%25"),
+            '.' => key.push_str("%2E"),
+            '$' => key.push_str("%24"),
+            c => key.push(c),
+        }
+    }
+    key
+}
+
+/// A guarded write together with the aggregate change it reflects.
+///
+/// The origin is what makes read-your-own-writes work across PostgreSQL and MongoDB: a
+/// command returns a [`ConsistencyToken`] (aggregate type, id, version), the write carries
+/// the same triple, the document stores it under [`AGGREGATES_FIELD`], and
+/// [`Repository::wait_for`](crate::Repository::wait_for) waits until it reaches the
+/// token's version. Writes without an origin (declarative table projections) work as before.
+///
+/// ```
+/// use cqrs_core::{ConsistencyToken, ReadModelWrite, SourceVersion, Target};
+/// use cqrs_mongo::{bson::doc, GuardedWrite};
+///
+/// let write = ReadModelWrite::Replace {
+///     target: Target::collection("balances"),
+///     id: "acc-1".into(),
+///     version: SourceVersion::new(0x1A2B),
+///     document: doc! { "balance": 100 },
+/// };
+/// let tracked = GuardedWrite::new(write).with_origin(ConsistencyToken::new("Account", "acc-1", 2));
+/// assert_eq!(tracked.origin.unwrap().version, 2);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuardedWrite {
+    /// The write.
+    pub write: ReadModelWrite<Bson, Document>,
+    /// The aggregate change it reflects, if any.
+    pub origin: Option<ConsistencyToken>,
+}
+
+impl GuardedWrite {
+    /// A write without origin.
+    pub fn new(write: ReadModelWrite<Bson, Document>) -> Self {
+        GuardedWrite {
+            write,
+            origin: None,
+        }
+    }
+
+    /// Records the aggregate change the write reflects.
+    pub fn with_origin(mut self, origin: ConsistencyToken) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+}
+
+impl From<ReadModelWrite<Bson, Document>> for GuardedWrite {
+    fn from(write: ReadModelWrite<Bson, Document>) -> Self {
+        GuardedWrite::new(write)
+    }
+}
+
+impl From<&ReadModelWrite<Bson, Document>> for GuardedWrite {
+    fn from(write: &ReadModelWrite<Bson, Document>) -> Self {
+        GuardedWrite::new(write.clone())
+    }
+}
 
 /// A MongoDB read model: a [`ReadModel`] that also declares its indexes.
 ///
@@ -199,7 +282,7 @@ pub(crate) fn is_tombstone(doc: &Document) -> bool {
 
 /// Decodes a raw document into a model, naming the offending field on failure.
 ///
-/// The `_version_index`, scope and tombstone fields are removed first; the version field stays
+/// The `_version_index`, scope, aggregate and tombstone fields are removed first; the version field stays
 /// (a model may declare it).
 ///
 /// ```
@@ -223,6 +306,7 @@ pub fn decode<T: DeserializeOwned>(
     let version = fields.read(&doc, collection)?;
     doc.remove(&fields.index);
     doc.remove(SCOPES_FIELD);
+    doc.remove(AGGREGATES_FIELD);
     doc.remove(DELETED_FIELD);
     doc.remove(DELETED_AT_FIELD);
     let id = doc.get("_id").map(display_id);

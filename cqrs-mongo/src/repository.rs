@@ -21,7 +21,10 @@ use crate::{
     errors::{Error, Result, display_id},
     guard::{self, WriteOutcome},
     indexes,
-    model::{DELETED_AT_FIELD, DELETED_FIELD, MongoReadModel, VersionFields, Versioned, decode},
+    model::{
+        DELETED_AT_FIELD, DELETED_FIELD, GuardedWrite, MongoReadModel, VersionFields, Versioned,
+        decode,
+    },
 };
 
 /// A query filter built from typed values.
@@ -414,6 +417,18 @@ impl Patch {
     pub fn is_ok(&self) -> bool {
         self.set.is_ok()
     }
+
+    /// The fields to set and the fields to remove; `Err` names the value that could not be
+    /// encoded.
+    ///
+    /// ```
+    /// let (set, unset) = cqrs_mongo::Patch::new().set("a", 1).unset("b").into_parts().unwrap();
+    /// assert_eq!(set, cqrs_mongo::bson::doc! { "a": 1 });
+    /// assert_eq!(unset, vec!["b".to_string()]);
+    /// ```
+    pub fn into_parts(self) -> std::result::Result<(Document, Vec<String>), String> {
+        Ok((self.set?, self.unset))
+    }
 }
 
 /// Queries and guarded writes on the collection of read model `M`.
@@ -756,8 +771,8 @@ impl<M: MongoReadModel> Repository<M> {
 
     /// Applies an untyped guarded write to this model's collection (its target's
     /// collection and database are ignored).
-    pub async fn apply(&self, write: ReadModelWrite<Bson, Document>) -> Result<WriteOutcome> {
-        let op = guard::build(&write, &self.fields, bson::DateTime::now())?;
+    pub async fn apply(&self, write: impl Into<GuardedWrite>) -> Result<WriteOutcome> {
+        let op = guard::build(&write.into(), &self.fields, bson::DateTime::now())?;
         guard::execute_one(&self.collection(), &op, true).await
     }
 

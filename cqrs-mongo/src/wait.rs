@@ -1,23 +1,26 @@
 //! Consistency waits: read your own writes through the asynchronous read side.
 //!
-//! A command returns a [`ConsistencyToken`]; the caller waits until the read model has
-//! applied at least that version. The wait polls the document by id (5 ms, doubling up to
-//! 100 ms) until its stored version reaches the wanted one or the timeout expires.
+//! A command returns a [`ConsistencyToken`] (aggregate type, id and the version the command
+//! produced). Documents written with an origin ([`GuardedWrite::origin`](crate::GuardedWrite),
+//! as `cqrs-projection`'s typed projections do) keep the version of each aggregate that fed
+//! them under `_aggregates`; [`Repository::wait_for`] polls the document until it reflects
+//! the token (5 ms, doubling up to 100 ms) or the timeout expires. This works for documents
+//! fed by several aggregates (each has its own entry), with tokens handed from one service
+//! to another (they are plain strings), and whatever the document's guard version is (a
+//! WAL position for documents fed by change data capture).
 //!
-//! The token carries an *aggregate* version: [`Repository::wait_for_token`] is right for
-//! read models whose version is the aggregate version. A read model fed by change data
-//! capture stores source positions (LSNs) instead; for it, project the aggregate version
-//! into a field and use [`Repository::wait_until`] with a predicate on that field.
+//! [`Repository::wait_for_version`] waits for the guard version itself (the source
+//! position), [`Repository::wait_until`] for any predicate.
 
 use std::time::Duration;
 
-use bson::{Bson, doc};
+use bson::{Bson, Document, doc};
 use cqrs_core::{ConsistencyToken, SourceVersion};
 use tokio::time::Instant;
 
 use crate::{
     errors::{Error, Result, display_id},
-    model::{MongoReadModel, Versioned, decode, is_tombstone},
+    model::{AGGREGATES_FIELD, MongoReadModel, Versioned, decode, is_tombstone, origin_key},
     repository::Repository,
 };
 
@@ -78,33 +81,66 @@ impl<M: MongoReadModel> Repository<M> {
         self.wait_inner(id, version, timeout, |_| true).await
     }
 
-    /// Waits for the version of a command's token, the token's aggregate id being the
-    /// document id (it must deserialize from a string into `M::Id`).
+    /// Waits until the document whose id is the token's aggregate id reflects the command
+    /// that produced `token` (or was deleted by it or later), and returns it. The token's
+    /// aggregate id must deserialize from a string into `M::Id`; for a document with another
+    /// id (one fed by several aggregates), use [`Repository::wait_for_in`].
+    ///
+    /// On timeout: [`Error::WaitTimeout`] with `wanted` = the token's version and
+    /// `last_seen` = the last version of that aggregate the document showed (aggregate
+    /// versions here, not source positions).
     ///
     /// ```no_run
-    /// # use cqrs_mongo::{MongoReadModel, Repository};
+    /// # use cqrs_mongo::{MongoReadModel, Repository, Waited};
     /// # async fn demo<M: MongoReadModel>(repo: Repository<M>) -> cqrs_mongo::Result<()> {
     /// let token: cqrs_core::ConsistencyToken = "Order:3:o-1".parse().expect("token");
-    /// let doc = repo.wait_for_token(&token, std::time::Duration::from_secs(2)).await?;
+    /// match repo.wait_for(&token, std::time::Duration::from_secs(2)).await? {
+    ///     Waited::Document(order) => println!("order at source version {}", order.version),
+    ///     Waited::Deleted { .. } => println!("deleted"),
+    /// }
     /// # Ok(()) }
     /// ```
-    pub async fn wait_for_token(
-        &self,
-        token: &ConsistencyToken,
-        timeout: Duration,
-    ) -> Result<Waited<M>> {
+    pub async fn wait_for(&self, token: &ConsistencyToken, timeout: Duration) -> Result<Waited<M>> {
         let id: M::Id = bson::from_bson(Bson::String(token.aggregate_id.clone())).map_err(|e| {
             Error::InvalidQuery {
                 collection: M::COLLECTION.to_string(),
                 reason: format!(
-                    "token id {:?} is not a {}: {e}",
+                    "token id {:?} is not a {}: {e}; use wait_for_in with the document id",
                     token.aggregate_id,
                     std::any::type_name::<M::Id>()
                 ),
             }
         })?;
-        self.wait_for_version(&id, token.source_version(), timeout)
-            .await
+        self.wait_for_in(&id, token, timeout).await
+    }
+
+    /// Waits until document `id` reflects the command that produced `token` (the aggregate
+    /// of the token fed it at the token's version or later): for documents fed by several
+    /// aggregates, for example an order summary waited for with an invoice's token.
+    ///
+    /// ```no_run
+    /// # use cqrs_mongo::{MongoReadModel, Repository};
+    /// # async fn demo<M: MongoReadModel<Id = String>>(summaries: Repository<M>) -> cqrs_mongo::Result<()> {
+    /// let invoice: cqrs_core::ConsistencyToken = "Invoice:1:inv-9".parse().expect("token");
+    /// let summary = summaries
+    ///     .wait_for_in(&"o-1".to_string(), &invoice, std::time::Duration::from_secs(2))
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn wait_for_in(
+        &self,
+        id: &M::Id,
+        token: &ConsistencyToken,
+        timeout: Duration,
+    ) -> Result<Waited<M>> {
+        let key = origin_key(&token.aggregate_type, &token.aggregate_id);
+        let wanted = SourceVersion::new(token.version);
+        self.poll(id, wanted, timeout, |raw| {
+            let seen = aggregate_version(raw, &key);
+            let reached = seen.is_some_and(|v| v >= token.version);
+            (seen.map(SourceVersion::new), reached)
+        })
+        .await
     }
 
     /// Waits until the live document satisfies `ready` (for example, a projected
@@ -153,6 +189,28 @@ impl<M: MongoReadModel> Repository<M> {
         timeout: Duration,
         ready: impl Fn(&Versioned<M>) -> bool,
     ) -> Result<Waited<M>> {
+        let fields = self.fields().clone();
+        self.poll(id, wanted, timeout, |raw| {
+            let version = fields.read(raw, M::COLLECTION).ok();
+            let reached = version.is_some_and(|v| v >= wanted)
+                && (is_tombstone(raw)
+                    || decode::<M>(raw.clone(), M::COLLECTION, &fields).is_ok_and(|d| ready(&d)));
+            (version, reached)
+        })
+        .await
+    }
+
+    /// Polls document `id` until `reached` says so for its raw form, which also reports the
+    /// version seen (for the timeout error). A tombstone that has reached is
+    /// [`Waited::Deleted`] (unless waiting for version zero, where only live documents
+    /// count).
+    async fn poll(
+        &self,
+        id: &M::Id,
+        wanted: SourceVersion,
+        timeout: Duration,
+        reached: impl Fn(&Document) -> (Option<SourceVersion>, bool),
+    ) -> Result<Waited<M>> {
         let started = Instant::now();
         let deadline = started + timeout;
         let id_bson = self.encode_id(id)?;
@@ -165,18 +223,19 @@ impl<M: MongoReadModel> Repository<M> {
                     .await;
             match found {
                 Ok(Ok(Some(raw))) => {
-                    let version = self.fields().read(&raw, M::COLLECTION)?;
-                    last_seen = Some(version);
-                    if version >= wanted {
+                    let (seen, done) = reached(&raw);
+                    if seen.is_some() {
+                        last_seen = seen;
+                    }
+                    if done {
                         if is_tombstone(&raw) {
                             if wanted > SourceVersion::ZERO {
+                                let version = self.fields().read(&raw, M::COLLECTION)?;
                                 return Ok(Waited::Deleted { version });
                             }
                         } else {
                             let doc = decode::<M>(raw, M::COLLECTION, self.fields())?;
-                            if ready(&doc) {
-                                return Ok(Waited::Document(doc));
-                            }
+                            return Ok(Waited::Document(doc));
                         }
                     }
                 }
@@ -204,5 +263,14 @@ impl<M: MongoReadModel> Repository<M> {
             tokio::time::sleep_until((now + pause).min(deadline)).await;
             pause = (pause * 2).min(MAX_POLL);
         }
+    }
+}
+
+/// The version of aggregate `key` a raw document reflects, if it has one.
+fn aggregate_version(raw: &Document, key: &str) -> Option<u64> {
+    match raw.get_document(AGGREGATES_FIELD).ok()?.get(key)? {
+        Bson::Int64(v) => u64::try_from(*v).ok(),
+        Bson::Int32(v) => u64::try_from(*v).ok(),
+        _ => None,
     }
 }

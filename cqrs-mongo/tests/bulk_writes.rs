@@ -401,7 +401,10 @@ async fn checkpoints_alone_and_monotonic() {
     let db = TestDb::new().await;
     let writer = db.mongo.bulk_writer();
     let r = writer
-        .write(vec![], vec![CheckpointUpdate::new("p", "t/0", 5)])
+        .write(
+            Vec::<cqrs_mongo::GuardedWrite>::new(),
+            vec![CheckpointUpdate::new("p", "t/0", 5)],
+        )
         .await
         .unwrap();
     assert_eq!(r.checkpoints, vec![ItemOutcome::Applied]);
@@ -430,7 +433,10 @@ async fn checkpoints_alone_and_monotonic() {
     assert_eq!(cp.position, 1);
     assert!(cp.updated_at >= first.updated_at);
     assert!(store.load("p", "t/9").await.unwrap().is_none());
-    let empty = writer.write(vec![], vec![]).await.unwrap();
+    let empty = writer
+        .write(Vec::<cqrs_mongo::GuardedWrite>::new(), vec![])
+        .await
+        .unwrap();
     assert_eq!(empty.requests, 0);
 }
 

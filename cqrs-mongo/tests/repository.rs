@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use common::{Item, TestDb};
 use cqrs_core::{ConsistencyToken, ReadModel, SourceVersion};
 use cqrs_mongo::{
-    Error, Field, Filter, IndexModel, MongoReadModel, Query, Sort, Waited,
+    Error, Field, Filter, GuardedWrite, IndexModel, MongoReadModel, Query, Sort, Waited,
     bson::{self, Decimal128, doc},
     mongodb::options::IndexOptions,
 };
@@ -485,10 +485,9 @@ async fn consistency_wait_returns_when_writer_catches_up_and_times_out_otherwise
             }
         })
     };
-    let token = ConsistencyToken::new("Item", "w", 3);
     let started = std::time::Instant::now();
     let got = repo
-        .wait_for_token(&token, Duration::from_secs(5))
+        .wait_for_version(&id, SourceVersion::new(3), Duration::from_secs(5))
         .await
         .unwrap();
     let doc = got.into_document().unwrap();
@@ -573,4 +572,111 @@ async fn client_rebuilds_and_hides_secrets() {
     assert!(!format!("{bad:?}").contains("topsecret"));
     assert_eq!(db.mongo.generation(), 1);
     db.mongo.ping().await.unwrap();
+}
+
+/// A write as the typed projections make it: guarded by a source position (a WAL LSN, far
+/// above any aggregate version), carrying the aggregate change it reflects.
+fn tracked(
+    repo: &cqrs_mongo::Repository<Item>,
+    id: &str,
+    value: i64,
+    position: u64,
+    origin: ConsistencyToken,
+) -> GuardedWrite {
+    let write = cqrs_core::ReadModelWrite::Patch {
+        target: repo.target(),
+        id: id.into(),
+        version: SourceVersion::new(position),
+        set: cqrs_mongo::bson::doc! { "value": value },
+        unset: vec![],
+    };
+    GuardedWrite::new(write).with_origin(origin)
+}
+
+#[tokio::test]
+async fn token_waits_follow_aggregate_versions_not_source_positions() {
+    let db = TestDb::new().await;
+    let repo = db.mongo.repository::<Item>();
+    // Commands on aggregate Item/t at versions 1..=3, captured at LSNs 5000, 6000, 7000.
+    let writer = {
+        let repo = repo.clone();
+        tokio::spawn(async move {
+            for v in 1..=3u64 {
+                tokio::time::sleep(Duration::from_millis(60)).await;
+                let origin = ConsistencyToken::new("Item", "t", v);
+                repo.apply(tracked(&repo, "t", v as i64, 4000 + 1000 * v, origin))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let token: ConsistencyToken = "Item:3:t".parse().unwrap();
+    let doc = repo
+        .wait_for(&token, Duration::from_secs(5))
+        .await
+        .unwrap()
+        .into_document()
+        .unwrap();
+    assert_eq!(doc.document.value, 3);
+    assert_eq!(doc.version, SourceVersion::new(7000));
+    writer.await.unwrap();
+
+    // Not yet at version 4: the timeout names the last aggregate version seen.
+    let later = ConsistencyToken::new("Item", "t", 4);
+    match repo.wait_for(&later, Duration::from_millis(200)).await {
+        Err(Error::WaitTimeout {
+            wanted, last_seen, ..
+        }) => {
+            assert_eq!(wanted, SourceVersion::new(4));
+            assert_eq!(last_seen, Some(SourceVersion::new(3)));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A document fed by two aggregates: each keeps its own version; a token of the second
+    // one is waited for on the first one's document.
+    repo.apply(tracked(
+        &repo,
+        "t",
+        30,
+        8000,
+        ConsistencyToken::new("Invoice", "inv.1", 2),
+    ))
+    .await
+    .unwrap();
+    let invoice: ConsistencyToken = "Invoice:2:inv.1".parse().unwrap();
+    let doc = repo
+        .wait_for_in(&"t".to_string(), &invoice, Duration::from_secs(2))
+        .await
+        .unwrap()
+        .into_document()
+        .unwrap();
+    assert_eq!(doc.document.value, 30);
+    assert!(
+        repo.wait_for_in(&"t".to_string(), &token, Duration::from_secs(1))
+            .await
+            .is_ok(),
+        "the Item entry stays"
+    );
+
+    // The deleting command's token sees the tombstone.
+    let delete = cqrs_core::ReadModelWrite::Delete {
+        target: repo.target(),
+        id: "t".into(),
+        version: SourceVersion::new(9000),
+    };
+    repo.apply(GuardedWrite::new(delete).with_origin(ConsistencyToken::new("Item", "t", 5)))
+        .await
+        .unwrap();
+    let deleted = repo
+        .wait_for(
+            &ConsistencyToken::new("Item", "t", 5),
+            Duration::from_secs(2),
+        )
+        .await
+        .unwrap();
+    assert!(matches!(deleted, Waited::Deleted { .. }), "{deleted:?}");
+    // A replayed older change cannot bring it back, whatever its origin says.
+    let replayed = tracked(&repo, "t", 99, 6500, ConsistencyToken::new("Item", "t", 2));
+    assert!(repo.apply(replayed).await.unwrap().is_stale());
 }

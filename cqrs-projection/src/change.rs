@@ -1,4 +1,4 @@
-//! The Debezium PostgreSQL change event.
+//! The Debezium PostgreSQL change event, as projections receive it.
 
 use std::fmt;
 
@@ -26,7 +26,7 @@ impl Op {
     /// Parses Debezium's one-letter code.
     ///
     /// ```
-    /// use sync_service::envelope::Op;
+    /// use cqrs_projection::Op;
     ///
     /// assert_eq!(Op::from_code("r"), Some(Op::Read));
     /// assert_eq!(Op::from_code("x"), None);
@@ -88,7 +88,7 @@ impl Snapshot {
     /// Parses the `source.snapshot` text.
     ///
     /// ```
-    /// use sync_service::envelope::Snapshot;
+    /// use cqrs_projection::Snapshot;
     ///
     /// assert_eq!(Snapshot::parse("last"), Snapshot::Last);
     /// assert!(Snapshot::parse("incremental").is_snapshot());
@@ -154,7 +154,7 @@ pub struct TransactionInfo {
 }
 
 /// A row change captured by Debezium from PostgreSQL, with row images as BSON documents
-/// (semantic types converted by the [`types`](crate::types) stage).
+/// (Debezium's semantic types already converted to natural BSON values by the sync-service).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     /// The operation.
@@ -167,8 +167,8 @@ pub struct Change {
     /// in [`Change::unavailable`].
     pub after: Option<Document>,
     /// Columns of `after` that Debezium did not send: unchanged TOASTed values of an update
-    /// (its `__debezium_unavailable_value` placeholder, see
-    /// [`types::is_unavailable`](crate::types::is_unavailable)). Their stored values are
+    /// (its `__debezium_unavailable_value` placeholder, recognised in every shape Debezium
+    /// gives it). Their stored values are
     /// still right; a projection must not overwrite them.
     pub unavailable: Vec<String>,
     /// The `source` block.

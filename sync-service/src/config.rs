@@ -114,6 +114,11 @@ pub struct KafkaConfig {
     /// Or a regular expression of topics (librdkafka syntax, without the leading `^`).
     #[serde(default)]
     pub topic_regex: Option<String>,
+    /// Or Debezium's `topic.prefix`: the service then subscribes to
+    /// `<prefix>.<schema>.<table>` for every table its projections read (and to the outbox
+    /// topics of its outbox projections), so registering a projection is enough.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
     /// Message format: `auto` (sniff), `avro` (Confluent wire format), `json`.
     #[serde(default = "default_format")]
     pub format: String,
@@ -359,12 +364,85 @@ impl SyncConfig {
                 e.into_inner().to_string(),
             )
         })?;
-        validate::check(&config)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A configuration made in code, with the defaults of a file holding only these keys
+    /// (and no HTTP endpoint: embedded services usually have their own). Chain the `with_*`
+    /// methods; it is validated when the service starts.
+    ///
+    /// ```
+    /// use sync_service::config::SyncConfig;
+    ///
+    /// let config = SyncConfig::new("127.0.0.1:9092", "billing-read-side", "mongodb://127.0.0.1:27017", "billing")
+    ///     .with_schema_registry("http://127.0.0.1:8081")
+    ///     .with_topic_prefix("cqrs");
+    /// assert_eq!(config.batch.max_size, 500);
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn new(
+        bootstrap_servers: impl Into<String>,
+        group_id: impl Into<String>,
+        mongodb_uri: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Self {
+        let mut kafka = toml::Table::new();
+        kafka.insert("bootstrap_servers".into(), bootstrap_servers.into().into());
+        kafka.insert("group_id".into(), group_id.into().into());
+        let mut mongodb = toml::Table::new();
+        mongodb.insert("uri".into(), mongodb_uri.into().into());
+        mongodb.insert("database".into(), database.into().into());
+        let mut http = toml::Table::new();
+        http.insert("listen".into(), String::new().into());
+        let mut root = toml::Table::new();
+        root.insert("kafka".into(), kafka.into());
+        root.insert("mongodb".into(), mongodb.into());
+        root.insert("http".into(), http.into());
+        // The keys above are exactly the required ones, with string values: deserializing
+        // them cannot fail (tested below), every other key takes the file's default.
+        #[allow(clippy::expect_used)]
+        toml::Value::Table(root)
+            .try_into()
+            .expect("the required keys of a config deserialize")
+    }
+
+    /// Decodes Avro through the Schema Registry at `url`.
+    pub fn with_schema_registry(mut self, url: impl Into<String>) -> Self {
+        self.schema_registry = Some(RegistryConfig {
+            url: url.into(),
+            username: None,
+            password: None,
+        });
+        self
+    }
+
+    /// Subscribes to the topics of the projections' tables under Debezium's `topic.prefix`.
+    pub fn with_topic_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.kafka.topic_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Serves `/healthz`, `/readyz` and `/metrics` on `listen` (`ip:port`).
+    pub fn with_http(mut self, listen: impl Into<String>) -> Self {
+        self.http.listen = listen.into();
+        self
+    }
+
+    /// Sets a librdkafka property of the consumer (TLS, SASL, ...).
+    pub fn with_kafka_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.kafka.properties.insert(key.into(), value.into());
+        self
+    }
+
+    /// Checks every key, naming the first bad one.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::check(self)?;
         #[cfg(feature = "vault")]
-        if let Some(vault) = &config.vault {
+        if let Some(vault) = &self.vault {
             vault.validate()?;
         }
-        Ok(config)
+        Ok(())
     }
 
     /// The projection names, for logs.
@@ -381,6 +459,7 @@ impl fmt::Debug for SyncConfig {
             .field("kafka.group_id", &self.kafka.group_id)
             .field("kafka.topics", &self.kafka.topics)
             .field("kafka.topic_regex", &self.kafka.topic_regex)
+            .field("kafka.topic_prefix", &self.kafka.topic_prefix)
             .field(
                 "kafka.properties",
                 &self.kafka.properties.keys().collect::<Vec<_>>(),

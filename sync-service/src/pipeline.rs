@@ -13,6 +13,8 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage, Status};
+use cqrs_core::outbox::IntegrationEvent;
+
 use crate::decode::{DecodeError, DecodedRecord, Decoder, RawRecord};
 use crate::envelope::{EnvelopeParser, Event};
 use crate::map::{Planned, Projections};
@@ -361,6 +363,9 @@ impl Pipeline {
             });
             (fate, upstream_of(message, None))
         };
+        if self.projections.has_outbox_topic(message.topic()) {
+            return Ok(self.plan_outbox(message, planned));
+        }
         let decoded = match self.decode(message, shutdown).await? {
             Ok(decoded) => decoded,
             Err(e) => return Ok(failed(Stage::Decode, e.to_string())),
@@ -381,6 +386,47 @@ impl Pipeline {
             Err(e) => return Ok(failed(Stage::Map, e.to_string())),
         };
         Ok((fate, context))
+    }
+
+    /// An outbox record a projection reads: decoded by `cqrs-core`'s outbox decoder (the
+    /// router's records are plain text, no registry), then mapped.
+    fn plan_outbox(
+        &self,
+        message: &OwnedMessage,
+        planned: &mut Vec<Planned>,
+    ) -> (Fate, Option<SpanContext>) {
+        let failed = |stage, error: String| {
+            let fate = Fate::Failed(Failure {
+                stage,
+                error,
+                behind: None,
+            });
+            (fate, upstream_of(message, None))
+        };
+        let decoded = IntegrationEvent::from_record(
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            message.key(),
+            message.payload(),
+            headers_of(message).map(|(k, v)| (k, Some(v))),
+        );
+        let event = match decoded {
+            Ok(Some(event)) => event,
+            Ok(None) => return (Fate::Skipped("tombstone"), upstream_of(message, None)),
+            Err(e) => return failed(Stage::Envelope, e.to_string()),
+        };
+        let fate = match self.projections.plan_outbox(&event) {
+            Ok(writes) if writes.is_empty() => Fate::Skipped("unmapped"),
+            Ok(writes) => {
+                let start = planned.len();
+                planned.extend(writes);
+                let occurred = event.occurred_at.map(|t| t.timestamp_millis());
+                Fate::Planned(start..planned.len(), occurred)
+            }
+            Err(e) => return failed(Stage::Map, e.to_string()),
+        };
+        (fate, upstream_of(message, None))
     }
 
     /// Decodes, retrying while the registry is unreachable.

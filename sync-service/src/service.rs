@@ -11,6 +11,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use cqrs_core::Projection;
 use cqrs_mongo::{MongoClient, MongoConfig};
+use cqrs_projection::{EventProjection, OutboxProjection, StateProjection};
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
@@ -34,6 +35,9 @@ use crate::write::{Backoff, Writer};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
+    /// The configuration is invalid (a configuration made in code is checked at start).
+    #[error("{0}")]
+    Config(#[from] crate::config::ConfigError),
     /// Kafka client setup failed.
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -108,7 +112,69 @@ impl SyncService {
         self.metrics.clone()
     }
 
-    /// Adds a Rust projection fed by `tables` (`schema.table`).
+    /// Adds a projection of the state of a state-stored aggregate of service schema
+    /// `schema` (its `aggregates` table): typed state in, typed writes out, each write
+    /// carrying the aggregate version for `Repository::wait_for`.
+    ///
+    /// ```no_run
+    /// # use cqrs_projection::{ProjectionError, StateChange, StateProjection, Write};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Account { balance: i64 }
+    /// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+    /// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)] struct Ev;
+    /// # impl cqrs_core::DomainEvent for Ev { fn event_type(&self) -> &'static str { "Ev" } }
+    /// # impl cqrs_core::Aggregate for Account {
+    /// #     const TYPE: &'static str = "Account"; type Command = (); type Event = Ev; type Error = No;
+    /// #     fn handle(&self, _: &()) -> Result<Vec<Ev>, No> { Ok(vec![]) } fn apply(&mut self, _: &Ev) {}
+    /// # }
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct Balance { #[serde(rename = "_id")] id: String, balance: i64 }
+    /// # impl cqrs_core::ReadModel for Balance { type Id = String; const COLLECTION: &'static str = "balances"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Balance {}
+    /// # struct Balances;
+    /// # impl StateProjection for Balances {
+    /// #     type Aggregate = Account; type Model = Balance;
+    /// #     fn project(&self, a: &StateChange<Account>) -> Result<Vec<Write<Balance>>, ProjectionError> { Ok(vec![]) }
+    /// # }
+    /// # async fn demo() -> Result<(), sync_service::ServiceError> {
+    /// use sync_service::{config::SyncConfig, SyncService};
+    ///
+    /// let config = SyncConfig::new("127.0.0.1:9092", "bank-read-side", "mongodb://127.0.0.1:27017", "bank")
+    ///     .with_schema_registry("http://127.0.0.1:8081")
+    ///     .with_topic_prefix("cqrs");
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// SyncService::new(config).with_state_projection("bank", Balances).run(stop).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_state_projection<P: StateProjection>(
+        mut self,
+        schema: &str,
+        projection: P,
+    ) -> Self {
+        self.projections
+            .add_change(cqrs_projection::state(schema, projection));
+        self
+    }
+
+    /// Adds a projection of the events of an aggregate of service schema `schema` (its
+    /// `events` table), upcast and typed.
+    pub fn with_event_projection<P: EventProjection>(
+        mut self,
+        schema: &str,
+        projection: P,
+    ) -> Self {
+        self.projections
+            .add_change(cqrs_projection::events(schema, projection));
+        self
+    }
+
+    /// Adds a projection of another service's integration events (its outbox topic).
+    pub fn with_outbox_projection<P: OutboxProjection>(mut self, projection: P) -> Self {
+        self.projections
+            .add_outbox(cqrs_projection::outbox(projection));
+        self
+    }
+
+    /// Adds a raw Rust projection fed by `tables` (`schema.table`): BSON rows of any
+    /// captured table in, writes built by hand out.
     pub fn with_projection<P>(mut self, projection: P, tables: &[&str]) -> Self
     where
         P: Projection<Input = Change, Write = MongoWrite> + 'static,
@@ -127,6 +193,8 @@ impl SyncService {
 
     /// Runs until `shutdown` is cancelled, then flushes and commits.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
+        self.config.validate()?;
+        let topics = subscription(&self.config, &self.projections);
         let mut pipeline = build_pipeline(&self.config, self.projections).await?;
         pipeline.metrics = self.metrics;
         pipeline.metrics.initialize(pipeline.projections.names());
@@ -150,7 +218,7 @@ impl SyncService {
             self.config.kafka.revoke_flush_timeout(),
             shutdown.clone(),
         );
-        let consumer = Arc::new(source::subscribe(&self.config.kafka, context)?);
+        let consumer = Arc::new(source::subscribe(&self.config.kafka, &topics, context)?);
         tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
 
         let refresher = tokio::spawn(refresh_parked_keys(
@@ -231,6 +299,32 @@ impl SyncService {
         tracing::info!("sync-service stopped");
         Ok(())
     }
+}
+
+/// The topics to subscribe to besides the configured ones: under `kafka.topic_prefix`,
+/// those of every table a projection reads, and the outbox topics of outbox projections.
+fn subscription(config: &SyncConfig, projections: &Projections) -> Vec<String> {
+    let mut topics: Vec<String> = projections
+        .outbox_topics()
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    if let Some(prefix) = config
+        .kafka
+        .topic_prefix
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
+        topics.extend(
+            projections
+                .tables()
+                .into_iter()
+                .map(|t| format!("{prefix}.{t}")),
+        );
+    }
+    topics.sort();
+    topics.dedup();
+    topics
 }
 
 /// Builds the stages from the configuration.

@@ -230,10 +230,21 @@ fn with_user_properties(config: &mut ClientConfig, kafka: &KafkaConfig) {
     }
 }
 
-/// Creates the consumer and subscribes to the configured topics and/or regex.
-pub fn subscribe(kafka: &KafkaConfig, context: SourceContext) -> Result<Source, KafkaError> {
+/// Creates the consumer and subscribes to the configured topics and/or regex, plus
+/// `extra_topics` (those the registered projections read).
+pub fn subscribe(
+    kafka: &KafkaConfig,
+    extra_topics: &[String],
+    context: SourceContext,
+) -> Result<Source, KafkaError> {
     let consumer: Source = client_config(kafka).create_with_context(context)?;
     let mut topics: Vec<String> = kafka.topics.clone();
+    topics.extend(
+        extra_topics
+            .iter()
+            .filter(|t| !kafka.topics.contains(t))
+            .cloned(),
+    );
     if let Some(regex) = kafka.topic_regex.as_deref().filter(|r| !r.is_empty()) {
         topics.push(format!("^{}", regex.trim_start_matches('^')));
     }

@@ -5,11 +5,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cqrs_core::{SourceVersion, Target};
-use cqrs_mongo::{BulkWriter, CheckpointUpdate, ItemOutcome, MongoClient};
+use cqrs_mongo::{BulkWriter, CheckpointUpdate, GuardedWrite, ItemOutcome, MongoClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetryConfig;
-use crate::map::{MongoWrite, Planned};
+use crate::map::Planned;
 use crate::truncate::TruncateFloors;
 
 /// The write stage was stopped by shutdown before MongoDB acknowledged the batch.
@@ -150,7 +150,7 @@ impl Writer {
         shutdown: &CancellationToken,
     ) -> Result<Written, Interrupted> {
         let started = Instant::now();
-        let mut writes: Vec<MongoWrite> = Vec::new();
+        let mut writes: Vec<GuardedWrite> = Vec::new();
         let mut slots: Vec<Slot> = Vec::with_capacity(planned.len());
         // The floor each written collection was filtered with, and its target.
         let mut used: BTreeMap<String, Option<SourceVersion>> = BTreeMap::new();
@@ -158,12 +158,13 @@ impl Writer {
         for p in planned {
             match p {
                 Planned::Write { write, .. } => {
-                    let ns = self.floors.namespace(write.target());
+                    let target = write.write.target();
+                    let ns = self.floors.namespace(target);
                     let floor = *used
                         .entry(ns.clone())
                         .or_insert_with(|| self.floors.floor(&ns));
-                    targets.entry(ns).or_insert_with(|| write.target().clone());
-                    if floor.is_some_and(|f| write.version() < f) {
+                    targets.entry(ns).or_insert_with(|| target.clone());
+                    if floor.is_some_and(|f| write.write.version() < f) {
                         slots.push(Slot::BelowFloor);
                     } else {
                         slots.push(Slot::Sent(writes.len()));

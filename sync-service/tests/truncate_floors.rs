@@ -43,7 +43,8 @@ fn insert(id: i32, position: u64) -> Planned {
             id: Bson::Int32(id),
             version: SourceVersion::new(position),
             document: doc! { "v": id },
-        },
+        }
+        .into(),
     }
 }
 

@@ -78,11 +78,17 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
     if c.kafka.group_id.trim().is_empty() {
         return Err(ConfigError::key("kafka.group_id", "must not be empty"));
     }
-    if c.kafka.topics.is_empty() && c.kafka.topic_regex.as_deref().is_none_or(str::is_empty) {
+    if c.kafka.topics.is_empty()
+        && c.kafka.topic_regex.as_deref().is_none_or(str::is_empty)
+        && c.kafka.topic_prefix.as_deref().is_none_or(str::is_empty)
+    {
         return Err(ConfigError::key(
             "kafka.topics",
-            "give `topics` or `topic_regex`",
+            "give `topics`, `topic_regex` or `topic_prefix`",
         ));
+    }
+    if let Some(prefix) = c.kafka.topic_prefix.as_deref().filter(|p| !p.is_empty()) {
+        topic_name(prefix).map_err(at("kafka.topic_prefix"))?;
     }
     for (i, topic) in c.kafka.topics.iter().enumerate() {
         topic_name(topic).map_err(at(&format!("kafka.topics[{i}]")))?;

@@ -3,17 +3,14 @@
 //! Debezium PostgreSQL change events become [`Change`]s (row images converted to BSON by
 //! the [`types`] stage, version from the LSN). Tombstones, heartbeats,
 //! schema-change and transaction-boundary messages are recognised as skippable kinds
-//! ([`Event::is_skippable`]); records on outbox topics become [`OutboxEvent`]s. Anything
+//! ([`Event::is_skippable`]); records on outbox topics no projection reads are recognised and
+//! skipped (the pipeline decodes those it projects with `cqrs-core`'s outbox decoder). Anything
 //! else is an [`EnvelopeError::NotAnEnvelope`].
-
-mod change;
-mod outbox;
 
 use bson::Document;
 use cqrs_core::SourceVersion;
 
-pub use change::{Change, Op, Snapshot, Source, TransactionInfo};
-pub use outbox::{OutboxEvent, OutboxOptions};
+pub use cqrs_projection::{Change, Op, Snapshot, Source, TransactionInfo};
 
 use crate::decode::{ConnectSchema, Datum, DecodedPart, DecodedRecord};
 use crate::types::{self, TypeError, TypeOptions};
@@ -45,15 +42,18 @@ pub enum Event {
         /// Transaction id.
         id: String,
     },
-    /// An event routed by the outbox event router.
-    Outbox(Box<OutboxEvent>),
+    /// A record of an outbox topic (`outbox.event.<type>`) that no projection reads.
+    Outbox {
+        /// The topic.
+        topic: String,
+    },
 }
 
 impl Event {
     /// Kinds the projection stage has nothing to do with: tombstones (the delete came
-    /// before), heartbeats, schema changes, transaction markers.
+    /// before), heartbeats, schema changes, transaction markers, unread outbox topics.
     pub fn is_skippable(&self) -> bool {
-        !matches!(self, Event::Change(_) | Event::Outbox(_))
+        !matches!(self, Event::Change(_))
     }
 
     /// A short name of the kind, for logs and metrics.
@@ -64,7 +64,7 @@ impl Event {
             Event::Heartbeat { .. } => "heartbeat",
             Event::SchemaChange { .. } => "schema_change",
             Event::TransactionBoundary { .. } => "transaction_boundary",
-            Event::Outbox(_) => "outbox",
+            Event::Outbox { .. } => "outbox",
         }
     }
 }
@@ -120,8 +120,8 @@ pub enum EnvelopeError {
 pub struct EnvelopeParser {
     /// Conversion options for row images.
     pub types: TypeOptions,
-    /// Outbox recognition.
-    pub outbox: OutboxOptions,
+    /// Outbox topics start with this (`outbox.event.` by default).
+    pub outbox_topic_prefix: String,
     /// Heartbeat topics start with this (`__debezium-heartbeat` by default).
     pub heartbeat_topic_prefix: String,
 }
@@ -130,7 +130,7 @@ impl Default for EnvelopeParser {
     fn default() -> Self {
         EnvelopeParser {
             types: TypeOptions::default(),
-            outbox: OutboxOptions::default(),
+            outbox_topic_prefix: cqrs_core::outbox::TOPIC_PREFIX.into(),
             heartbeat_topic_prefix: "__debezium-heartbeat".into(),
         }
     }
@@ -152,12 +152,10 @@ impl EnvelopeParser {
                 key: self.key_document(record)?,
             });
         };
-        if self.outbox.matches(&record.topic) {
-            return Ok(Event::Outbox(Box::new(outbox::parse_outbox(
-                record,
-                &self.outbox,
-                &self.types,
-            )?)));
+        if record.topic.starts_with(&self.outbox_topic_prefix) {
+            return Ok(Event::Outbox {
+                topic: record.topic.clone(),
+            });
         }
         let datum = &value.datum;
         if !matches!(datum, Datum::Struct(_) | Datum::Map(_)) {

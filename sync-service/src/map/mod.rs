@@ -1,35 +1,41 @@
-//! Map stage: a [`Change`] into read-model writes.
+//! Map stage: a [`Change`] (or an outbox event) into read-model writes.
 //!
-//! Two kinds of projections feed MongoDB:
+//! Three kinds of projections feed MongoDB, all run through `cqrs-projection`'s erased
+//! [`ChangeProjection`] / [`OutboxHandler`]:
 //! - declarative [`TableProjection`]s from the `[[projection]]` sections of the config
 //!   (table -> database/collection, `_id` from the key fields, include / exclude / rename);
-//! - Rust projections: anything implementing [`cqrs_core::Projection`] with
-//!   `Input = Change` and `Write = MongoWrite`, registered with the tables it reads
-//!   (one read model fed by two tables, for example).
+//! - typed projections (`cqrs_projection::StateProjection`, `EventProjection`,
+//!   `OutboxProjection`): a service's own aggregates and events in, typed writes out;
+//! - raw Rust projections: anything implementing [`cqrs_core::Projection`] with
+//!   `Input = Change` and `Write = MongoWrite`, registered with the tables it reads.
 //!
-//! [`Projections`] routes each change to the projections of its table.
+//! [`Projections`] routes each change to the projections of its table, each outbox event to
+//! those of its topic.
 
 mod table;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bson::{Bson, Document};
-use cqrs_core::{Projection, ReadModelWrite, SourceVersion, Target};
+use cqrs_core::outbox::IntegrationEvent;
+use cqrs_core::{Projection, SourceVersion, Target};
+use cqrs_mongo::GuardedWrite;
+use cqrs_projection::{ChangeProjection, OutboxHandler, ProjectionError};
 
 pub use table::TableProjection;
 
 use crate::envelope::{Change, Op};
 
-/// The write type projections produce: a guarded write of a BSON document by BSON id.
-pub type MongoWrite = ReadModelWrite<Bson, Document>;
+/// The raw write type projections produce: a guarded write of a BSON document by BSON id
+/// (one definition, `cqrs-mongo`'s).
+pub use cqrs_mongo::MongoWrite;
 
 /// Why a change could not be mapped. The message is dead-lettered.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum MapError {
     /// The change lacks a field the `_id` is made of.
-    #[error("projection {projection}: id field {field:?} is missing from the change")]
+    #[error("id field {field:?} is missing from the change")]
     MissingIdField {
         /// Projection.
         projection: String,
@@ -37,26 +43,28 @@ pub enum MapError {
         field: String,
     },
     /// The change has no key and the projection names no id fields.
-    #[error("projection {projection}: the change has no key; configure id_fields")]
+    #[error("the change has no key; configure id_fields")]
     NoKey {
         /// Projection.
         projection: String,
     },
     /// A create/update/read without an `after` image, or a delete without key or `before`.
-    #[error("projection {projection}: {op} change without the row image it needs")]
+    #[error("{op} change without the row image it needs")]
     MissingImage {
         /// Projection.
         projection: String,
         /// Operation code.
         op: &'static str,
     },
-    /// A Rust projection failed.
-    #[error("projection {projection}: {message}")]
-    Custom {
+    /// A Rust projection refused the change (or its row did not fit the projection's
+    /// types).
+    #[error("projection {projection}: {source}")]
+    Projection {
         /// Projection.
         projection: String,
-        /// Its error, rendered.
-        message: String,
+        /// Why.
+        #[source]
+        source: Arc<ProjectionError>,
     },
 }
 
@@ -64,14 +72,14 @@ pub enum MapError {
 // Nearly every item is a `Write`: boxing it would allocate once per write for the rare
 // truncate's sake.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub enum Planned {
     /// A guarded document write.
     Write {
         /// Projection that asked for it (metrics, checkpoints).
         projection: Arc<str>,
-        /// The write.
-        write: MongoWrite,
+        /// The write, with the aggregate change it reflects.
+        write: GuardedWrite,
     },
     /// A truncated table: every document of the target older than `version` goes, and
     /// every older write to it becomes stale (see [`truncate`](crate::truncate)).
@@ -94,53 +102,14 @@ impl Planned {
     }
 }
 
-/// Object-safe form of a change projection.
-trait ErasedProjection: Send + Sync {
-    fn name(&self) -> &str;
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, MapError>;
-    /// Collection a truncate of the source table empties (declarative projections only).
-    fn truncate_target(&self) -> Option<Target>;
-}
-
-struct Custom<P>(P);
-
-impl<P> ErasedProjection for Custom<P>
-where
-    P: Projection<Input = Change, Write = MongoWrite>,
-{
-    fn name(&self) -> &str {
-        self.0.name()
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, MapError> {
-        self.0.project(change).map_err(|e| MapError::Custom {
-            projection: self.0.name().to_owned(),
-            message: e.to_string(),
-        })
-    }
-
-    fn truncate_target(&self) -> Option<Target> {
-        None
-    }
-}
-
-impl ErasedProjection for TableProjection {
-    fn name(&self) -> &str {
-        Projection::name(self)
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, MapError> {
-        Projection::project(self, change)
-    }
-
-    fn truncate_target(&self) -> Option<Target> {
-        Some(self.target().clone())
-    }
-}
+/// An outbox projection and its name.
+type NamedHandler = (Arc<str>, Arc<dyn OutboxHandler>);
 
 struct Registered {
     name: Arc<str>,
-    projection: Arc<dyn ErasedProjection>,
+    projection: Arc<dyn ChangeProjection>,
+    /// Collection a truncate of the source table empties (declarative projections only).
+    truncate_target: Option<Target>,
 }
 
 /// The projections of a service, routed by source table (`schema.table`).
@@ -161,35 +130,55 @@ struct Registered {
 #[derive(Default)]
 pub struct Projections {
     by_table: HashMap<String, Vec<Registered>>,
+    by_topic: HashMap<String, Vec<NamedHandler>>,
     names: Vec<Arc<str>>,
 }
 
 impl Projections {
     /// Adds a declarative table projection.
     pub fn add_table(&mut self, projection: TableProjection) {
-        let table = projection.table().to_owned();
-        self.insert(vec![table], Arc::new(projection));
+        let target = projection.target().clone();
+        self.insert(Arc::new(projection), Some(target));
     }
 
-    /// Adds a Rust projection fed by `tables` (`schema.table` each).
+    /// Adds a raw Rust projection fed by `tables` (`schema.table` each).
     pub fn add<P>(&mut self, projection: P, tables: &[&str])
     where
         P: Projection<Input = Change, Write = MongoWrite> + 'static,
     {
-        self.insert(
-            tables.iter().map(|t| (*t).to_owned()).collect(),
-            Arc::new(Custom(projection)),
-        );
+        self.insert(cqrs_projection::raw(projection, tables), None);
     }
 
-    fn insert(&mut self, tables: Vec<String>, projection: Arc<dyn ErasedProjection>) {
+    /// Adds an erased change projection (a typed one made by `cqrs_projection::state` or
+    /// `cqrs_projection::events`).
+    pub fn add_change(&mut self, projection: Arc<dyn ChangeProjection>) {
+        self.insert(projection, None);
+    }
+
+    /// Adds an erased outbox projection (`cqrs_projection::outbox`).
+    pub fn add_outbox(&mut self, handler: Arc<dyn OutboxHandler>) {
+        let name: Arc<str> = Arc::from(handler.name());
+        self.names.push(Arc::clone(&name));
+        for topic in handler.topics() {
+            self.by_topic
+                .entry(topic)
+                .or_default()
+                .push((Arc::clone(&name), Arc::clone(&handler)));
+        }
+    }
+
+    fn insert(&mut self, projection: Arc<dyn ChangeProjection>, truncate_target: Option<Target>) {
         let name: Arc<str> = Arc::from(projection.name());
         self.names.push(Arc::clone(&name));
-        for table in tables {
-            self.by_table.entry(table).or_default().push(Registered {
-                name: Arc::clone(&name),
-                projection: Arc::clone(&projection),
-            });
+        for table in projection.tables() {
+            self.by_table
+                .entry(table.clone())
+                .or_default()
+                .push(Registered {
+                    name: Arc::clone(&name),
+                    projection: Arc::clone(&projection),
+                    truncate_target: truncate_target.clone(),
+                });
         }
     }
 
@@ -201,6 +190,21 @@ impl Projections {
     /// True when some projection reads `table`.
     pub fn has_table(&self, table: &str) -> bool {
         self.by_table.contains_key(table)
+    }
+
+    /// The tables (`schema.table`) some projection reads.
+    pub fn tables(&self) -> Vec<&str> {
+        self.by_table.keys().map(String::as_str).collect()
+    }
+
+    /// The outbox topics some projection reads.
+    pub fn outbox_topics(&self) -> Vec<&str> {
+        self.by_topic.keys().map(String::as_str).collect()
+    }
+
+    /// True when some outbox projection reads `topic`.
+    pub fn has_outbox_topic(&self, topic: &str) -> bool {
+        self.by_topic.contains_key(topic)
     }
 
     /// The writes one change asks for, from every projection of its table. A change of a
@@ -215,22 +219,48 @@ impl Projections {
         let mut planned = Vec::new();
         for r in registered {
             if change.op == Op::Truncate
-                && let Some(target) = r.projection.truncate_target()
+                && let Some(target) = &r.truncate_target
             {
                 planned.push(Planned::Truncate {
                     projection: Arc::clone(&r.name),
-                    target,
+                    target: target.clone(),
                     version: change.version,
                 });
                 continue;
             }
-            for write in r.projection.project(change)? {
-                planned.push(Planned::Write {
-                    projection: Arc::clone(&r.name),
-                    write,
-                });
-            }
+            let writes = r
+                .projection
+                .project(change)
+                .map_err(|e| failed(&r.name, e))?;
+            planned.extend(writes.into_iter().map(|write| Planned::Write {
+                projection: Arc::clone(&r.name),
+                write,
+            }));
         }
         Ok(planned)
+    }
+
+    /// The writes one outbox event asks for, from every projection of its topic.
+    pub fn plan_outbox(&self, event: &IntegrationEvent) -> Result<Vec<Planned>, MapError> {
+        let Some(handlers) = self.by_topic.get(&event.position.topic) else {
+            return Ok(Vec::new());
+        };
+        let mut planned = Vec::new();
+        for (name, handler) in handlers {
+            let writes = handler.project(event).map_err(|e| failed(name, e))?;
+            planned.extend(writes.into_iter().map(|write| Planned::Write {
+                projection: Arc::clone(name),
+                write,
+            }));
+        }
+        Ok(planned)
+    }
+}
+
+/// A projection's error, with its name.
+fn failed(name: &str, e: ProjectionError) -> MapError {
+    MapError::Projection {
+        projection: name.to_owned(),
+        source: Arc::new(e),
     }
 }

@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 use cqrs_core::{Projection, ReadModelWrite, Target};
 
+use cqrs_mongo::GuardedWrite;
+use cqrs_projection::{ChangeProjection, ProjectionError};
+
 use super::{MapError, MongoWrite};
 
 use crate::config::TableMapping;
@@ -188,6 +191,23 @@ impl Projection for TableProjection {
     }
 }
 
+/// The runtime's view: writes without an origin (a table row is no aggregate).
+impl ChangeProjection for TableProjection {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn tables(&self) -> &[String] {
+        std::slice::from_ref(&self.table)
+    }
+
+    fn project(&self, change: &Change) -> Result<Vec<GuardedWrite>, ProjectionError> {
+        Projection::project(self, change)
+            .map(|writes| writes.into_iter().map(GuardedWrite::new).collect())
+            .map_err(ProjectionError::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use bson::doc;
@@ -226,13 +246,15 @@ mod tests {
     #[test]
     fn rows_become_full_replacements_with_filters_and_renames() {
         let p = TableProjection::new(&mapping(), "read");
-        let writes = p
-            .project(&change(
+        let writes = Projection::project(
+            &p,
+            &change(
                 Op::Create,
                 Some(doc! { "id": 1, "body": "x", "secret": "s" }),
                 None,
-            ))
-            .unwrap();
+            ),
+        )
+        .unwrap();
         assert_eq!(
             writes,
             vec![ReadModelWrite::Replace {
@@ -250,7 +272,7 @@ mod tests {
         let after = doc! { "id": 1, "title": "new" };
         let mut c = change(Op::Update, Some(after), None);
         c.unavailable = vec!["body".into()];
-        let writes = p.project(&c).unwrap();
+        let writes = Projection::project(&p, &c).unwrap();
         assert_eq!(
             writes,
             vec![ReadModelWrite::Patch {
@@ -268,10 +290,13 @@ mod tests {
         let p = TableProjection::new(&mapping(), "read");
         let mut c = change(Op::Delete, None, Some(doc! { "id": 1 }));
         assert!(matches!(
-            p.project(&c).unwrap()[0],
+            Projection::project(&p, &c).unwrap()[0],
             ReadModelWrite::Delete { .. }
         ));
         c.key = None;
-        assert!(matches!(p.project(&c), Err(MapError::NoKey { .. })));
+        assert!(matches!(
+            Projection::project(&p, &c),
+            Err(MapError::NoKey { .. })
+        ));
     }
 }

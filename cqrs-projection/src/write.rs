@@ -1,0 +1,161 @@
+//! Typed writes: what a projection asks of a read model `M`.
+
+use bson::{Bson, Document};
+use cqrs_core::{ConsistencyToken, ReadModel, ReadModelWrite, SourceVersion, Target};
+use cqrs_mongo::{GuardedWrite, MongoReadModel, Patch};
+
+use crate::error::ProjectionError;
+
+/// One write of read model `M`. The collection comes from `M`, the document from serde,
+/// and the runtime adds the version guarding the write and the aggregate change it reflects
+/// (for [`Repository::wait_for`](cqrs_mongo::Repository::wait_for)), so a projection never
+/// touches BSON or versions.
+///
+/// ```
+/// use cqrs_mongo::Patch;
+/// use cqrs_projection::Write;
+/// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// # struct Balance { #[serde(rename = "_id")] id: String, balance: i64 }
+/// # impl cqrs_core::ReadModel for Balance { type Id = String; const COLLECTION: &'static str = "balances"; fn id(&self) -> String { self.id.clone() } }
+/// # impl cqrs_mongo::MongoReadModel for Balance {}
+///
+/// let writes = vec![
+///     Write::upsert(Balance { id: "acc-1".into(), balance: 70 }),
+///     Write::<Balance>::patch("acc-2", Patch::new().set("balance", 0)),
+///     Write::<Balance>::delete("acc-3"),
+/// ];
+/// assert_eq!(writes.len(), 3);
+/// ```
+#[derive(Debug, Clone)]
+pub enum Write<M: MongoReadModel> {
+    /// Insert or replace the whole document.
+    Upsert(M),
+    /// Set and remove some fields (creating the document if needed).
+    Patch {
+        /// The document.
+        id: M::Id,
+        /// The fields.
+        patch: Patch,
+    },
+    /// Set and remove fields owned by one source of a document fed by several, guarded by
+    /// that source's own version (see [`ReadModelWrite::ScopedPatch`]).
+    ScopedPatch {
+        /// The document.
+        id: M::Id,
+        /// The source owning the fields: letters, digits, `_`, `-`.
+        scope: String,
+        /// The fields.
+        patch: Patch,
+    },
+    /// Delete the document (a tombstone keeps older changes from bringing it back).
+    Delete(M::Id),
+}
+
+impl<M: MongoReadModel> Write<M> {
+    /// Insert or replace `model`.
+    pub fn upsert(model: M) -> Self {
+        Write::Upsert(model)
+    }
+
+    /// Patch document `id`.
+    pub fn patch(id: impl Into<M::Id>, patch: Patch) -> Self {
+        Write::Patch {
+            id: id.into(),
+            patch,
+        }
+    }
+
+    /// Patch the fields of document `id` that source `scope` owns.
+    pub fn scoped_patch(id: impl Into<M::Id>, scope: impl Into<String>, patch: Patch) -> Self {
+        Write::ScopedPatch {
+            id: id.into(),
+            scope: scope.into(),
+            patch,
+        }
+    }
+
+    /// Delete document `id`.
+    pub fn delete(id: impl Into<M::Id>) -> Self {
+        Write::Delete(id.into())
+    }
+
+    /// The untyped guarded write at `version`, reflecting `origin`.
+    ///
+    /// ```
+    /// use cqrs_core::{ConsistencyToken, SourceVersion};
+    /// use cqrs_projection::Write;
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// # struct Balance { #[serde(rename = "_id")] id: String, balance: i64 }
+    /// # impl cqrs_core::ReadModel for Balance { type Id = String; const COLLECTION: &'static str = "balances"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Balance {}
+    /// let w = Write::upsert(Balance { id: "acc-1".into(), balance: 70 })
+    ///     .into_guarded(SourceVersion::new(42), Some(ConsistencyToken::new("Account", "acc-1", 2)))
+    ///     .unwrap();
+    /// assert_eq!(w.write.target().collection, "balances");
+    /// assert_eq!(w.origin.unwrap().version, 2);
+    /// ```
+    pub fn into_guarded(
+        self,
+        version: SourceVersion,
+        origin: Option<ConsistencyToken>,
+    ) -> Result<GuardedWrite, ProjectionError> {
+        let target = match M::DATABASE {
+            Some(db) => Target::in_database(db, M::COLLECTION),
+            None => Target::collection(M::COLLECTION),
+        };
+        let write = match self {
+            Write::Upsert(model) => {
+                let id = id_bson::<M>(&model.id())?;
+                let document = bson::to_document(&model).map_err(|e| encode::<M>(e.to_string()))?;
+                ReadModelWrite::Replace {
+                    target,
+                    id,
+                    version,
+                    document,
+                }
+            }
+            Write::Patch { id, patch } => {
+                let (set, unset) = parts::<M>(patch)?;
+                ReadModelWrite::Patch {
+                    target,
+                    id: id_bson::<M>(&id)?,
+                    version,
+                    set,
+                    unset,
+                }
+            }
+            Write::ScopedPatch { id, scope, patch } => {
+                let (set, unset) = parts::<M>(patch)?;
+                ReadModelWrite::ScopedPatch {
+                    target,
+                    id: id_bson::<M>(&id)?,
+                    scope,
+                    version,
+                    set,
+                    unset,
+                }
+            }
+            Write::Delete(id) => ReadModelWrite::Delete {
+                target,
+                id: id_bson::<M>(&id)?,
+                version,
+            },
+        };
+        Ok(GuardedWrite { write, origin })
+    }
+}
+
+fn encode<M: ReadModel>(message: String) -> ProjectionError {
+    ProjectionError::Encode {
+        model: M::COLLECTION,
+        message,
+    }
+}
+
+fn id_bson<M: ReadModel>(id: &M::Id) -> Result<Bson, ProjectionError> {
+    bson::to_bson(id).map_err(|e| encode::<M>(format!("id {id:?}: {e}")))
+}
+
+fn parts<M: ReadModel>(patch: Patch) -> Result<(Document, Vec<String>), ProjectionError> {
+    patch.into_parts().map_err(encode::<M>)
+}
