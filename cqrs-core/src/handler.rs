@@ -4,9 +4,9 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use chrono::Utc;
-use rand::Rng;
 
 use crate::aggregate::{Aggregate, validate_aggregate_id, validate_type_name};
+use crate::backoff::{Backoff, Jitter};
 use crate::command::CommandMetadata;
 use crate::consistency::ConsistencyToken;
 use crate::event::{DomainEvent, EventEnvelope, EventMetadata, NewEvent};
@@ -15,8 +15,8 @@ use crate::store::{AggregateStore, CommandReceipt, Commit, ForCommand, StoreErro
 /// How often and how patiently a command is re-run after a concurrency conflict.
 ///
 /// Each retry loads the aggregate afresh and decides again, so the command sees the
-/// winner's events. Backoff doubles from `initial_backoff` up to `max_backoff`, with
-/// full jitter so that contending writers spread out.
+/// winner's events. The delays follow a [`Backoff`]: doubling from 2 ms up to 200 ms by
+/// default, with full jitter so that contending writers spread out.
 ///
 /// ```
 /// use cqrs_core::RetryPolicy;
@@ -24,30 +24,33 @@ use crate::store::{AggregateStore, CommandReceipt, Commit, ForCommand, StoreErro
 ///
 /// let policy = RetryPolicy::default().with_max_attempts(10).with_backoff(Duration::from_millis(1), Duration::from_millis(50));
 /// assert_eq!(policy.max_attempts, 10);
+/// assert_eq!(policy.backoff.max(), Duration::from_millis(50));
 /// assert_eq!(RetryPolicy::no_retry().max_attempts, 1);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in total, including the first (at least 1).
     pub max_attempts: u32,
-    /// Backoff before the first retry.
-    pub initial_backoff: Duration,
-    /// Upper bound of the backoff.
-    pub max_backoff: Duration,
+    /// Delays between attempts.
+    pub backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         RetryPolicy {
             max_attempts: 5,
-            initial_backoff: Duration::from_millis(2),
-            max_backoff: Duration::from_millis(200),
+            backoff: Backoff::exponential(Duration::from_millis(2), Duration::from_millis(200))
+                .with_jitter(Jitter::Full),
         }
     }
 }
 
 impl RetryPolicy {
     /// Fail on the first conflict: the caller sees [`CommandError::Conflict`].
+    ///
+    /// ```
+    /// assert_eq!(cqrs_core::RetryPolicy::no_retry().max_attempts, 1);
+    /// ```
     pub fn no_retry() -> Self {
         RetryPolicy {
             max_attempts: 1,
@@ -56,29 +59,30 @@ impl RetryPolicy {
     }
 
     /// Sets the number of attempts (at least 1).
+    ///
+    /// ```
+    /// assert_eq!(cqrs_core::RetryPolicy::default().with_max_attempts(0).max_attempts, 1);
+    /// ```
     pub fn with_max_attempts(mut self, attempts: u32) -> Self {
         self.max_attempts = attempts.max(1);
         self
     }
 
-    /// Sets the backoff bounds.
+    /// Sets the backoff bounds (full jitter, as by default).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let p = cqrs_core::RetryPolicy::default().with_backoff(Duration::from_millis(1), Duration::from_millis(9));
+    /// assert_eq!(p.backoff.initial(), Duration::from_millis(1));
+    /// ```
     pub fn with_backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.backoff = Backoff::exponential(initial, max).with_jitter(Jitter::Full);
         self
     }
 
     /// The jittered delay before retry number `retry` (1-based).
     fn delay(&self, retry: u32) -> Duration {
-        let factor = 1u32
-            .checked_shl(retry.saturating_sub(1).min(20))
-            .unwrap_or(u32::MAX);
-        let ceiling = self
-            .initial_backoff
-            .saturating_mul(factor)
-            .min(self.max_backoff);
-        let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
-        Duration::from_nanos(rand::rng().random_range(0..=nanos))
+        self.backoff.delay(retry.saturating_sub(1))
     }
 }
 

@@ -67,6 +67,7 @@
 //! ```
 
 mod aggregate;
+pub mod backoff;
 mod command;
 mod consistency;
 mod event;

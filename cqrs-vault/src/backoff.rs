@@ -1,48 +1,24 @@
-//! Jittered exponential backoff.
+//! The retry delays of the Vault client: the toolkit's one backoff policy
+//! ([`cqrs_core::backoff`]), from the configured [`RetryOptions`] with ±20 % jitter so that
+//! many clients of one Vault do not retry in step.
 
-use std::time::Duration;
-
-use rand::Rng;
+use cqrs_core::backoff::{Retry, Backoff as Policy, Jitter};
 
 use crate::config::RetryOptions;
 
-#[derive(Debug, Clone)]
-pub(crate) struct Backoff {
-    options: RetryOptions,
-    attempt: u32,
-}
+/// Consecutive failures of a Vault loop and the delay before its next try.
+pub(crate) type Backoff = Retry;
 
-impl Backoff {
-    pub(crate) fn new(options: RetryOptions) -> Self {
-        Backoff {
-            options,
-            attempt: 0,
-        }
-    }
-
-    /// The delay before the next attempt: initial * 2^n, capped, with +-20 % jitter.
-    pub(crate) fn next_delay(&mut self) -> Duration {
-        let base = self
-            .options
-            .initial
-            .saturating_mul(1u32 << self.attempt.min(16))
-            .min(self.options.max);
-        self.attempt = self.attempt.saturating_add(1);
-        let jitter = rand::rng().random_range(0.8..1.2);
-        base.mul_f64(jitter).min(self.options.max)
-    }
-
-    pub(crate) fn reset(&mut self) {
-        self.attempt = 0;
-    }
-
-    pub(crate) fn attempts(&self) -> u32 {
-        self.attempt
+impl From<RetryOptions> for Policy {
+    fn from(options: RetryOptions) -> Self {
+        Policy::exponential(options.initial, options.max).with_jitter(Jitter::Percent(20))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -56,6 +32,7 @@ mod tests {
         for _ in 0..10 {
             assert!(b.next_delay() <= Duration::from_secs(1));
         }
+        assert_eq!(b.attempts(), 11);
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(120));
     }
