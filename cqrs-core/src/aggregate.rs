@@ -112,3 +112,22 @@ pub(crate) fn validate_aggregate_id(id: &str) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A domain rule refused a command: the error type of an aggregate that needs no richer
+/// one (a message for the caller, nothing to match on).
+///
+/// ```
+/// use cqrs_core::Rejected;
+/// let e = Rejected::because("deposits must be positive");
+/// assert_eq!(e.to_string(), "deposits must be positive");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Rejected(pub String);
+
+impl Rejected {
+    /// The rule that refused the command, in words.
+    pub fn because(reason: impl Into<String>) -> Self {
+        Rejected(reason.into())
+    }
+}

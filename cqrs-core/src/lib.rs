@@ -81,9 +81,11 @@ mod testing;
 mod trace;
 mod upcast;
 
-pub use aggregate::Aggregate;
+pub use aggregate::{Aggregate, Rejected};
 pub use command::CommandMetadata;
 pub use consistency::{ConsistencyToken, InvalidToken, SourceVersion};
+/// `#[derive(DomainEvent)]`: see [`cqrs_derive::DomainEvent`](derive@cqrs_derive::DomainEvent).
+pub use cqrs_derive::DomainEvent;
 pub use event::{DomainEvent, EventEnvelope, EventMetadata, NewEvent, StoredMetadata};
 pub use handler::{CommandError, CommandHandler, CommandOutcome, CommandResult, RetryPolicy};
 pub use memory::InMemoryStore;

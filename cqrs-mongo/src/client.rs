@@ -223,6 +223,23 @@ impl MongoConfig {
         self
     }
 
+    /// The server of `MONGODB_URI` (the environment variable services and the stack's
+    /// `.env` use), with `database` as the default database.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `MONGODB_URI` is unset.
+    ///
+    /// ```no_run
+    /// let config = cqrs_mongo::MongoConfig::from_env("billing")?;
+    /// # Ok::<(), cqrs_mongo::Error>(())
+    /// ```
+    pub fn from_env(database: impl Into<String>) -> Result<Self> {
+        let uri = std::env::var("MONGODB_URI").map_err(|_| Error::Config {
+            message: "MONGODB_URI is not set".into(),
+        })?;
+        Ok(Self::new(uri).with_default_database(database))
+    }
+
     /// Uses this default database.
     pub fn with_default_database(mut self, name: impl Into<String>) -> Self {
         self.default_database = Some(name.into());

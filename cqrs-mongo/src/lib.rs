@@ -61,6 +61,9 @@ pub mod vault;
 pub mod wait;
 
 pub use bson;
+/// `#[derive(ReadModel)]`: implements `cqrs_core::ReadModel` and [`MongoReadModel`] for a
+/// document struct; see [`cqrs_derive::ReadModel`](derive@cqrs_derive::ReadModel).
+pub use cqrs_derive::ReadModel;
 pub use mongodb;
 pub use mongodb::IndexModel;
 

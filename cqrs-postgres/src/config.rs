@@ -76,6 +76,23 @@ pub struct PostgresConfig {
 }
 
 impl PostgresConfig {
+    /// The connection of `DATABASE_URL` (the environment variable services and the stack's
+    /// `.env` use) for service schema `schema`.
+    ///
+    /// # Errors
+    /// [`PostgresError::Config`] when `DATABASE_URL` is unset or unparsable, and as
+    /// [`PostgresConfig::from_url`].
+    ///
+    /// ```no_run
+    /// let config = cqrs_postgres::PostgresConfig::from_env("billing")?;
+    /// # Ok::<(), cqrs_postgres::PostgresError>(())
+    /// ```
+    pub fn from_env(schema: &str) -> Result<Self, PostgresError> {
+        let url = std::env::var("DATABASE_URL")
+            .map_err(|_| PostgresError::Config("DATABASE_URL is not set".into()))?;
+        Self::from_url(&url, schema)
+    }
+
     /// Parses a `postgres://user:password@host:port/db?params` URL (or libpq's
     /// `key=value` form).
     ///

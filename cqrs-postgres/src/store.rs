@@ -139,6 +139,28 @@ impl<A> fmt::Debug for PostgresStore<A> {
 }
 
 impl<A: Aggregate> PostgresStore<A> {
+    /// A store of state-stored aggregates: `new(pool, PersistenceMode::StateStored)`.
+    ///
+    /// ```no_run
+    /// # use cqrs_core::{Aggregate, DomainEvent};
+    /// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Cart;
+    /// # #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, DomainEvent)] struct CartEvent;
+    /// # impl Aggregate for Cart { const TYPE: &'static str = "Cart"; type Command = (); type Event = CartEvent; type Error = cqrs_core::Rejected;
+    /// #   fn handle(&self, _: &()) -> Result<Vec<CartEvent>, cqrs_core::Rejected> { Ok(vec![]) } fn apply(&mut self, _: &CartEvent) {} }
+    /// # fn f(pool: &cqrs_postgres::PgPool) -> Result<(), cqrs_postgres::PostgresError> {
+    /// let carts = cqrs_postgres::PostgresStore::<Cart>::state_stored(pool)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn state_stored(pool: &PgPool) -> Result<Self, PostgresError> {
+        Self::new(pool, PersistenceMode::StateStored)
+    }
+
+    /// A store of event-sourced aggregates with the default snapshot policy:
+    /// `new(pool, PersistenceMode::event_sourced())`.
+    pub fn event_sourced(pool: &PgPool) -> Result<Self, PostgresError> {
+        Self::new(pool, PersistenceMode::event_sourced())
+    }
+
     /// A store for aggregates of type `A` in the pool's schema, persisted in `mode`, with
     /// the outbox on and no upcasters. Run [`PgPool::migrate`] once before using it.
     ///

@@ -14,8 +14,8 @@ pub use error::ProjectionError;
 pub use event::{EVENTS_TABLE, EventChange};
 pub use outbox::OutboxChange;
 pub use projection::{
-    ChangeProjection, EventProjection, OutboxHandler, OutboxProjection, StateProjection, events,
-    outbox, raw, state,
+    ChangeProjection, EventProjection, OutboxHandler, OutboxProjection, StateProjection, StateView,
+    events, outbox, raw, state, state_view,
 };
 pub use row::to_json;
 pub use state::{AGGREGATES_TABLE, StateChange};

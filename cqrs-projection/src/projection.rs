@@ -66,6 +66,69 @@ pub trait StateProjection: Send + Sync + 'static {
     ) -> Result<Vec<Write<Self::Model>>, ProjectionError>;
 }
 
+/// The simplest state projection: a read model with one document per aggregate, rebuilt
+/// from the aggregate's state at every change (and deleted with its row). Register it with
+/// `SyncService::with_state_view::<Account, Balance>(schema)`.
+///
+/// ```
+/// use cqrs_mongo::ReadModel;
+/// use cqrs_projection::StateView;
+/// # #[derive(Debug, Default, serde::Serialize, serde::Deserialize)] struct Account { balance: i64 }
+/// # #[derive(Debug, thiserror::Error)] #[error("no")] struct No;
+/// # #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)] struct Ev;
+/// # impl cqrs_core::DomainEvent for Ev { fn event_type(&self) -> &'static str { "Ev" } }
+/// # impl cqrs_core::Aggregate for Account {
+/// #     const TYPE: &'static str = "Account"; type Command = (); type Event = Ev; type Error = No;
+/// #     fn handle(&self, _: &()) -> Result<Vec<Ev>, No> { Ok(vec![]) } fn apply(&mut self, _: &Ev) {}
+/// # }
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize, ReadModel)]
+/// #[read_model(collection = "balances")]
+/// struct Balance { #[serde(rename = "_id")] id: String, balance: i64 }
+///
+/// impl StateView<Account> for Balance {
+///     fn from_state(id: &str, account: &Account) -> Self {
+///         Balance { id: id.to_owned(), balance: account.balance }
+///     }
+/// }
+/// let view = cqrs_projection::state_view::<Account, Balance>("bank");
+/// assert_eq!(view.tables(), ["bank.aggregates"]);
+/// ```
+pub trait StateView<A: Aggregate>: MongoReadModel {
+    /// The document of aggregate `id` in `state`.
+    fn from_state(id: &str, state: &A) -> Self;
+}
+
+struct ViewOf<A, M>(std::marker::PhantomData<fn() -> (A, M)>);
+
+impl<A: Aggregate, M: StateView<A>> StateProjection for ViewOf<A, M>
+where
+    M::Id: From<String>,
+{
+    type Aggregate = A;
+    type Model = M;
+
+    fn project(&self, change: &StateChange<A>) -> Result<Vec<Write<M>>, ProjectionError> {
+        if change.deleted {
+            return Ok(vec![Write::delete(change.aggregate_id.clone())]);
+        }
+        Ok(vec![Write::upsert(M::from_state(
+            &change.aggregate_id,
+            &change.state,
+        ))])
+    }
+}
+
+/// A [`StateView`] of aggregate `A` in service schema `schema`, erased for the runtime.
+pub fn state_view<A, M>(schema: &str) -> Arc<dyn ChangeProjection>
+where
+    A: Aggregate,
+    M: StateView<A>,
+    M::Id: From<String>,
+{
+    state(schema, ViewOf::<A, M>(std::marker::PhantomData))
+}
+
 /// A read model `Model` kept from the events of aggregate `Aggregate` (event-sourced, or
 /// any aggregate whose events are stored).
 ///

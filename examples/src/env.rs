@@ -4,6 +4,26 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Loads the workspace's `.env.local` and `.env` into the process environment, without
+/// overriding what the environment already says (the Makefile's precedence: environment,
+/// then `.env.local`, then `.env`), so that the `from_env` constructors of the toolkit's
+/// configs (`PostgresConfig`, `MongoConfig`, `SyncConfig`) find the stack.
+///
+/// ```
+/// cqrs_examples::env::load_dotenv();
+/// assert!(std::env::var("KAFKA_BOOTSTRAP_SERVERS").is_ok());
+/// ```
+pub fn load_dotenv() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for file in [".env.local", ".env"] {
+        // A missing file is fine (.env.local is optional); dotenvy never overrides.
+        let _ = dotenvy::from_path(root.join(file));
+    }
+}
+
 /// Endpoints and credentials of the development stack.
 #[derive(Debug, Clone)]
 pub struct Env {
@@ -19,29 +39,10 @@ impl Env {
     /// assert!(!env.get("KAFKA_BOOTSTRAP_SERVERS").is_empty());
     /// ```
     pub fn load() -> Env {
-        let mut values = BTreeMap::new();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        for file in [".env", ".env.local"] {
-            let Ok(text) = std::fs::read_to_string(root.join(file)) else {
-                continue;
-            };
-            for line in text.lines() {
-                let line = line.trim();
-                if line.starts_with('#') {
-                    continue;
-                }
-                if let Some((k, v)) = line.split_once('=') {
-                    values.insert(k.trim().to_owned(), v.trim().to_owned());
-                }
-            }
+        load_dotenv();
+        Env {
+            values: std::env::vars().collect(),
         }
-        for (k, v) in std::env::vars() {
-            values.insert(k, v);
-        }
-        Env { values }
     }
 
     /// A value, falling back to the development default.

@@ -390,6 +390,12 @@ impl SyncConfig {
         let mut kafka = toml::Table::new();
         kafka.insert("bootstrap_servers".into(), bootstrap_servers.into().into());
         kafka.insert("group_id".into(), group_id.into().into());
+        // A projection's topic may not exist yet when the service subscribes (Debezium
+        // creates it with the table's first change): librdkafka looks again only at its
+        // metadata refresh, every 5 minutes by default.
+        let mut properties = toml::Table::new();
+        properties.insert("topic.metadata.refresh.interval.ms".into(), "5000".into());
+        kafka.insert("properties".into(), properties.into());
         let mut mongodb = toml::Table::new();
         mongodb.insert("uri".into(), mongodb_uri.into().into());
         mongodb.insert("database".into(), database.into().into());
@@ -405,6 +411,37 @@ impl SyncConfig {
         toml::Value::Table(root)
             .try_into()
             .expect("the required keys of a config deserialize")
+    }
+
+    /// [`SyncConfig::new`] from the environment variables services and the stack's `.env`
+    /// use: `KAFKA_BOOTSTRAP_SERVERS` and `MONGODB_URI` (required), `SCHEMA_REGISTRY_URL`
+    /// and `DEBEZIUM_TOPIC_PREFIX` (optional).
+    ///
+    /// ```no_run
+    /// let config = sync_service::config::SyncConfig::from_env("billing-read-side", "billing")?;
+    /// # Ok::<(), sync_service::config::ConfigError>(())
+    /// ```
+    pub fn from_env(
+        group_id: impl Into<String>,
+        database: impl Into<String>,
+    ) -> Result<Self, ConfigError> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let required = |name: &str| {
+            var(name).ok_or_else(|| ConfigError::key(name, "the environment variable is not set"))
+        };
+        let mut config = SyncConfig::new(
+            required("KAFKA_BOOTSTRAP_SERVERS")?,
+            group_id,
+            required("MONGODB_URI")?,
+            database,
+        );
+        if let Some(url) = var("SCHEMA_REGISTRY_URL") {
+            config = config.with_schema_registry(url);
+        }
+        if let Some(prefix) = var("DEBEZIUM_TOPIC_PREFIX") {
+            config = config.with_topic_prefix(prefix);
+        }
+        Ok(config)
     }
 
     /// Decodes Avro through the Schema Registry at `url`.

@@ -51,6 +51,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod decode;
 pub mod dlq;
+mod embedded;
 pub mod envelope;
 pub mod map;
 pub mod metrics;
@@ -63,4 +64,5 @@ pub mod truncate;
 pub mod types;
 pub mod write;
 
+pub use embedded::RunningService;
 pub use service::{ServiceError, SyncService};

@@ -9,9 +9,10 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use cqrs_core::Aggregate;
 use cqrs_core::Projection;
 use cqrs_mongo::{MongoClient, MongoConfig};
-use cqrs_projection::{EventProjection, OutboxProjection, StateProjection};
+use cqrs_projection::{EventProjection, OutboxProjection, StateProjection, StateView};
 use futures::StreamExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
@@ -35,6 +36,9 @@ use crate::write::{Backoff, Writer};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
+    /// The task running an embedded service panicked or was aborted.
+    #[error("sync-service task: {0}")]
+    Task(String),
     /// The configuration is invalid (a configuration made in code is checked at start).
     #[error("{0}")]
     Config(#[from] crate::config::ConfigError),
@@ -151,6 +155,19 @@ impl SyncService {
     ) -> Self {
         self.projections
             .add_change(cqrs_projection::state(schema, projection));
+        self
+    }
+
+    /// Adds a [`StateView`]: one document of `M` per aggregate `A` of service schema
+    /// `schema`, rebuilt from the aggregate's state at every command.
+    pub fn with_state_view<A, M>(mut self, schema: &str) -> Self
+    where
+        A: Aggregate,
+        M: StateView<A>,
+        M::Id: From<String>,
+    {
+        self.projections
+            .add_change(cqrs_projection::state_view::<A, M>(schema));
         self
     }
 
