@@ -24,7 +24,6 @@ use crate::{BatchSettings, Handler, LoopStatus, Observer, Record, worker_of};
 /// assert!(e.to_string().starts_with("kafka"));
 /// ```
 #[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
 pub enum LoopError<E: std::error::Error + 'static> {
     /// The consumer could not be created or subscribed.
     #[error("kafka: {0}")]

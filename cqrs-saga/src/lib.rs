@@ -13,9 +13,10 @@
 //! * [`Saga`] + [`SagaHandler`]: the common case, declared: steps (event -> command),
 //!   compensations (a later step failed elsewhere -> undo here) and local compensation
 //!   when a step's command is refused by the domain.
-//! * [`SagaRunner`]: the Kafka consumer loop: one worker per partition set, events of a
-//!   partition (hence of an aggregate) handled in order, transient failures retried
-//!   before moving on, offsets stored only after the commands committed.
+//! * [`SagaRunner`]: the Kafka consumer loop (`cqrs-kafka`'s, shared with the
+//!   sync-service): one worker per partition set, events of a partition (hence of an
+//!   aggregate) handled in order, transient failures retried before moving on, offsets
+//!   stored only after the commands committed and committed before a revocation.
 //!
 //! ```no_run
 //! use cqrs_core::{Aggregate, CommandHandler, DomainEvent, PersistenceMode};
@@ -53,6 +54,7 @@
 //! ```
 
 mod handler;
+mod reactions;
 mod runner;
 mod saga;
 

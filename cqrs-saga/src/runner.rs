@@ -1,27 +1,23 @@
-//! The Kafka side: consume outbox topics, hand each event to the handlers, store the
-//! offset only once every handler settled it.
+//! The Kafka side: the toolkit's consumer loop (`cqrs-kafka`) over outbox topics, each
+//! record handed to the handlers ([`crate::reactions`]), its offset stored only once every
+//! handler settled it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use futures::StreamExt;
+use cqrs_core::backoff::Backoff;
+use cqrs_kafka::{BatchSettings, ConsumerLoop, LoopConfig, LoopError, LoopStatus};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use crate::handler::{EventHandler, Handled, HandlerError};
-use cqrs_core::outbox::IntegrationEvent;
+use crate::handler::{EventHandler, Handled};
+use crate::reactions::Reactions;
 
 /// Why the runner could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +55,7 @@ pub enum PoisonPolicy {
 /// let config = RunnerConfig::new("127.0.0.1:9092", "billing-reactions")
 ///     .with_property("security.protocol", "plaintext");
 /// assert_eq!(config.workers, 4);
+/// assert_eq!(config.backoff.initial(), std::time::Duration::from_millis(50));
 /// ```
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -71,10 +68,11 @@ pub struct RunnerConfig {
     pub workers: usize,
     /// Create missing topics with this many partitions at start (`None`: do not).
     pub create_topics: Option<i32>,
-    /// Backoff before the first retry of a transient failure; doubles up to `max_backoff`.
-    pub initial_backoff: Duration,
-    /// Upper bound of the retry backoff.
-    pub max_backoff: Duration,
+    /// Delays between retries of a transient failure (50 ms doubling to 5 s by default).
+    pub backoff: Backoff,
+    /// How long a partition revocation waits for the event in hand to settle before the
+    /// partitions move to another instance (what is left is redelivered there).
+    pub revoke_flush_timeout: Duration,
     /// What to do with events that can never be handled.
     pub poison: PoisonPolicy,
     /// Extra librdkafka properties (TLS, SASL, timeouts), applied last.
@@ -83,21 +81,31 @@ pub struct RunnerConfig {
 
 impl RunnerConfig {
     /// Defaults for `bootstrap_servers` and `group_id`: 4 workers, topics created with 4
-    /// partitions, 50 ms .. 5 s backoff, poison events skipped.
+    /// partitions, 50 ms .. 5 s backoff, a 10 s revocation flush, poison events skipped.
+    ///
+    /// ```
+    /// let c = cqrs_saga::RunnerConfig::new("127.0.0.1:9092", "orders-reactions");
+    /// assert_eq!(c.create_topics, Some(4));
+    /// ```
     pub fn new(bootstrap_servers: impl Into<String>, group_id: impl Into<String>) -> Self {
         RunnerConfig {
             bootstrap_servers: bootstrap_servers.into(),
             group_id: group_id.into(),
             workers: 4,
             create_topics: Some(4),
-            initial_backoff: Duration::from_millis(50),
-            max_backoff: Duration::from_secs(5),
+            backoff: Backoff::exponential(Duration::from_millis(50), Duration::from_secs(5)),
+            revoke_flush_timeout: Duration::from_secs(10),
             poison: PoisonPolicy::Skip,
             properties: BTreeMap::new(),
         }
     }
 
     /// Sets a librdkafka property.
+    ///
+    /// ```
+    /// let c = cqrs_saga::RunnerConfig::new("k:9092", "g").with_property("client.id", "orders");
+    /// assert_eq!(c.properties["client.id"], "orders");
+    /// ```
     pub fn with_property(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.properties.insert(key.into(), value.into());
         self
@@ -105,13 +113,10 @@ impl RunnerConfig {
 
     fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
+        // The loop stores an event's offset once its commands committed and commits every
+        // 500 ms (LoopConfig), before a revocation and at shutdown.
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("group.id", &self.group_id)
-            // Offsets are stored by hand once an event is settled and committed on a timer
-            // (and at shutdown): never before the command committed.
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "500")
-            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("session.timeout.ms", "6000")
             .set("topic.metadata.refresh.interval.ms", "2000")
@@ -122,22 +127,36 @@ impl RunnerConfig {
         }
         c
     }
+
+    /// The loop settings: one event per batch (its offset is stored as soon as it
+    /// settled), 256 queued per worker, commits every 500 ms.
+    fn loop_config(&self, topics: Vec<String>) -> LoopConfig {
+        let mut config = LoopConfig::new(topics)
+            .with_workers(self.workers)
+            .with_batch(BatchSettings::new(1, Duration::ZERO))
+            .with_commit_interval(Duration::from_millis(500))
+            .with_revoke_flush_timeout(self.revoke_flush_timeout)
+            .with_error_pause(Duration::from_millis(100));
+        config.queue_capacity = 256;
+        config
+    }
 }
 
 /// Counters of a running [`SagaRunner`]; clone it before `run` to watch them.
 #[derive(Debug, Clone, Default)]
-pub struct RunnerStats(Arc<Counters>);
+pub struct RunnerStats(pub(crate) Arc<Counters>);
 
 #[derive(Debug, Default)]
-struct Counters {
-    events: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) events: AtomicU64,
     executed: AtomicU64,
     deduplicated: AtomicU64,
     compensated: AtomicU64,
     rejected: AtomicU64,
-    retries: AtomicU64,
-    poisoned: AtomicU64,
-    assigned: std::sync::atomic::AtomicBool,
+    pub(crate) retries: AtomicU64,
+    pub(crate) poisoned: AtomicU64,
+    /// The running loop's status, once it runs.
+    status: OnceLock<Arc<LoopStatus>>,
 }
 
 impl RunnerStats {
@@ -168,14 +187,19 @@ impl RunnerStats {
     /// True once the consumer group assigned partitions to the runner: events published
     /// from now on are handled without the group-join delay.
     pub fn is_assigned(&self) -> bool {
-        self.0.assigned.load(Ordering::Relaxed)
+        self.0.status.get().is_some_and(|s| s.is_assigned())
+    }
+
+    /// Events handed to the workers and not settled yet.
+    pub fn in_flight(&self) -> usize {
+        self.0.status.get().map_or(0, |s| s.in_flight())
     }
     /// Events skipped because they can never be handled.
     pub fn poisoned(&self) -> u64 {
         self.0.poisoned.load(Ordering::Relaxed)
     }
 
-    fn count(&self, handled: &Handled) {
+    pub(crate) fn count(&self, handled: &Handled) {
         let c = &self.0;
         match handled {
             Handled::Executed { deduplicated, .. } => {
@@ -207,10 +231,13 @@ impl RunnerStats {
 ///   derived from the event id ([`command_id`](crate::command_id)), so the store's
 ///   processed-commands table turns a redelivery into a no-op. The offset of an event is
 ///   stored only after every handler settled it (its command committed), and committed
-///   every 500 ms and at shutdown.
+///   every 500 ms, at shutdown, and before partitions are handed to another instance
+///   (the event in hand settles first, up to [`RunnerConfig::revoke_flush_timeout`]).
 /// * **Order per aggregate**: the router keys records by aggregate id, so one aggregate's
 ///   events share a partition; a partition is handled by one worker, one event at a time,
 ///   and a transient failure is retried (with backoff) before the worker moves on.
+///
+/// The loop is `cqrs-kafka`'s, shared with the sync-service.
 ///
 /// ```no_run
 /// # async fn run(handler: impl cqrs_saga::EventHandler) -> Result<(), cqrs_saga::RunnerError> {
@@ -248,6 +275,11 @@ impl std::fmt::Debug for SagaRunner {
 
 impl SagaRunner {
     /// A runner without handlers.
+    ///
+    /// ```
+    /// let runner = cqrs_saga::SagaRunner::new(cqrs_saga::RunnerConfig::new("k:9092", "g"));
+    /// assert!(runner.topics().is_empty());
+    /// ```
     pub fn new(config: RunnerConfig) -> Self {
         SagaRunner {
             config,
@@ -263,6 +295,12 @@ impl SagaRunner {
     }
 
     /// The runner's counters.
+    ///
+    /// ```
+    /// let runner = cqrs_saga::SagaRunner::new(cqrs_saga::RunnerConfig::new("k:9092", "g"));
+    /// let stats = runner.stats();
+    /// assert_eq!((stats.events(), stats.is_assigned()), (0, false));
+    /// ```
     pub fn stats(&self) -> RunnerStats {
         self.stats.clone()
     }
@@ -326,183 +364,27 @@ impl SagaRunner {
         if let Some(partitions) = self.config.create_topics {
             Self::ensure_topics(&self.config.bootstrap_servers, &topics, partitions).await?;
         }
-        let consumer: Arc<StreamConsumer> = Arc::new(self.config.consumer_config().create()?);
-        let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&refs)?;
+        let consumer = ConsumerLoop::subscribe(
+            self.config.consumer_config(),
+            self.config.loop_config(topics.clone()),
+            Arc::new(()),
+            &shutdown,
+        )?;
+        // Set once: a runner runs once (`run` takes it by value).
+        let _ = self.stats.0.status.set(consumer.status());
         tracing::info!(group = %self.config.group_id, ?topics, "saga runner started");
-
-        let stop = shutdown.child_token();
-        let poisoned: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
-        let workers = self.config.workers.max(1);
-        let mut senders = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        let shared = Arc::new(Worker {
+        let reactions = Reactions {
             handlers: self.handlers,
             stats: self.stats,
-            config: self.config.clone(),
-            consumer: Arc::clone(&consumer),
-            stop: stop.clone(),
-            poisoned: Arc::clone(&poisoned),
-        });
-        for _ in 0..workers {
-            let (tx, rx) = mpsc::channel::<OwnedMessage>(256);
-            senders.push(tx);
-            handles.push(tokio::spawn(Arc::clone(&shared).work(rx)));
-        }
-        {
-            let mut stream = consumer.stream();
-            let mut assignment = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = assignment.tick() => {
-                        let assigned = consumer.assignment().map(|a| a.count() > 0).unwrap_or(false);
-                        shared.stats.0.assigned.store(assigned, Ordering::Relaxed);
-                    }
-                    next = stream.next() => match next {
-                        Some(Ok(message)) => {
-                            let message = message.detach();
-                            let w = worker_of(&message, workers);
-                            if senders[w].send(message).await.is_err() {
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "kafka consumer error");
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        None => break,
-                    }
-                }
-            }
-        }
-        drop(senders);
-        for handle in handles {
-            let _ = handle.await;
-        }
-        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(result = %e, "final commit");
-        }
-        tracing::info!("saga runner stopped");
-        let poisoned = poisoned.lock().ok().and_then(|mut p| p.take());
-        match poisoned {
-            Some(message) => Err(RunnerError::Poisoned(message)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// All events of one partition go to one worker.
-fn worker_of(message: &OwnedMessage, workers: usize) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    message.topic().hash(&mut hasher);
-    message.partition().hash(&mut hasher);
-    (hasher.finish() % workers as u64) as usize
-}
-
-struct Worker {
-    handlers: Vec<Arc<dyn EventHandler>>,
-    stats: RunnerStats,
-    config: RunnerConfig,
-    consumer: Arc<StreamConsumer>,
-    stop: CancellationToken,
-    poisoned: Arc<std::sync::Mutex<Option<String>>>,
-}
-
-impl Worker {
-    async fn work(self: Arc<Self>, mut rx: mpsc::Receiver<OwnedMessage>) {
-        while let Some(message) = rx.recv().await {
-            match self.settle(&message).await {
-                Settled::Done => self.store_offset(&message),
-                Settled::Interrupted => break,
-                Settled::Poisoned(reason) => {
-                    self.stats.0.poisoned.fetch_add(1, Ordering::Relaxed);
-                    match self.config.poison {
-                        PoisonPolicy::Skip => {
-                            tracing::error!(topic = message.topic(), partition = message.partition(),
-                                offset = message.offset(), %reason, "event cannot be handled; skipped");
-                            self.store_offset(&message);
-                        }
-                        PoisonPolicy::Stop => {
-                            tracing::error!(%reason, "event cannot be handled; stopping");
-                            if let Ok(mut p) = self.poisoned.lock() {
-                                p.get_or_insert(reason);
-                            }
-                            self.stop.cancel();
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    async fn settle(&self, message: &OwnedMessage) -> Settled {
-        let headers: Vec<(&str, Option<&[u8]>)> = message
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-            .unwrap_or_default();
-        let event = match IntegrationEvent::from_record(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            message.payload(),
-            headers,
-        ) {
-            Ok(Some(event)) => event,
-            Ok(None) => return Settled::Done,
-            Err(e) => return Settled::Poisoned(e.to_string()),
+            backoff: self.config.backoff,
+            poison: self.config.poison,
         };
-        for handler in &self.handlers {
-            if !handler.topics().iter().any(|t| t == message.topic()) {
-                continue;
-            }
-            let mut backoff = self.config.initial_backoff;
-            loop {
-                let span = tracing::debug_span!("handle", handler = handler.name(),
-                    event_id = %event.event_id, event_type = %event.event_type,
-                    aggregate_id = %event.aggregate_id);
-                match handler.handle(&event).instrument(span).await {
-                    Ok(handled) => {
-                        tracing::debug!(handler = handler.name(), event_id = %event.event_id,
-                            event_type = %event.event_type, ?handled, "event handled");
-                        self.stats.count(&handled);
-                        break;
-                    }
-                    Err(e @ HandlerError::Transient { .. }) => {
-                        self.stats.0.retries.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(error = %e, retry_in = ?backoff, "transient failure; retrying");
-                        tokio::select! {
-                            _ = self.stop.cancelled() => return Settled::Interrupted,
-                            _ = tokio::time::sleep(backoff) => {}
-                        }
-                        backoff = (backoff * 2).min(self.config.max_backoff);
-                    }
-                    Err(e) => return Settled::Poisoned(e.to_string()),
-                }
-            }
-        }
-        self.stats.0.events.fetch_add(1, Ordering::Relaxed);
-        Settled::Done
-    }
-
-    fn store_offset(&self, message: &OwnedMessage) {
-        let mut tpl = TopicPartitionList::new();
-        let added = tpl.add_partition_offset(
-            message.topic(),
-            message.partition(),
-            Offset::Offset(message.offset() + 1),
-        );
-        if let Err(e) = added.and_then(|()| self.consumer.store_offsets(&tpl)) {
-            // The partition was revoked: its next owner redelivers, which dedup absorbs.
-            tracing::warn!(error = %e, "offset not stored");
+        let result = consumer.run(reactions).await;
+        tracing::info!("saga runner stopped");
+        match result {
+            Ok(()) => Ok(()),
+            Err(LoopError::Kafka(e)) => Err(RunnerError::Kafka(e)),
+            Err(LoopError::Handler(poisoned)) => Err(RunnerError::Poisoned(poisoned.0)),
         }
     }
-}
-
-enum Settled {
-    Done,
-    Interrupted,
-    Poisoned(String),
 }
