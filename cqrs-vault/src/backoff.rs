@@ -2,7 +2,7 @@
 //! ([`cqrs_core::backoff`]), from the configured [`RetryOptions`] with ±20 % jitter so that
 //! many clients of one Vault do not retry in step.
 
-use cqrs_core::backoff::{Retry, Backoff as Policy, Jitter};
+use cqrs_core::backoff::{Backoff as Policy, Jitter, Retry};
 
 use crate::config::RetryOptions;
 
