@@ -407,6 +407,32 @@ impl Patch {
         self
     }
 
+    /// Sets every top-level field of `fields` (a struct serialized by serde): a typed part
+    /// of a document, fields named once, in the struct (`Option` fields skipped when
+    /// `None` with `#[serde(skip_serializing_if = "Option::is_none")]` stay untouched).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize)]
+    /// struct Shipping { carrier: &'static str, parcels: u32 }
+    ///
+    /// let (set, _) = cqrs_mongo::Patch::new()
+    ///     .set_all(&Shipping { carrier: "dhl", parcels: 2 })
+    ///     .into_parts()
+    ///     .unwrap();
+    /// assert_eq!(set, cqrs_mongo::bson::doc! { "carrier": "dhl", "parcels": 2 });
+    /// ```
+    pub fn set_all(mut self, fields: &impl Serialize) -> Self {
+        self.set = match (self.set, bson::to_document(fields)) {
+            (Ok(mut d), Ok(fields)) => {
+                d.extend(fields);
+                Ok(d)
+            }
+            (Err(e), _) => Err(e),
+            (_, Err(e)) => Err(format!("fields are not a document: {e}")),
+        };
+        self
+    }
+
     /// Removes `field`.
     pub fn unset(mut self, field: &str) -> Self {
         self.unset.push(field.to_string());
@@ -618,6 +644,48 @@ impl<M: MongoReadModel> Repository<M> {
             .map_err(|e| self.mongo_err("find", None, e))?;
         docs.into_iter()
             .map(|d| decode(d, M::COLLECTION, &self.fields))
+            .collect()
+    }
+
+    /// Runs an aggregation pipeline over the live documents (tombstones are filtered out
+    /// first) and decodes each result row as `R`.
+    ///
+    /// ```no_run
+    /// # use cqrs_mongo::{MongoReadModel, Repository};
+    /// # async fn demo<M: MongoReadModel>(orders: Repository<M>) -> cqrs_mongo::Result<()> {
+    /// use cqrs_mongo::bson::doc;
+    ///
+    /// #[derive(serde::Deserialize)]
+    /// struct PerStatus { #[serde(rename = "_id")] status: String, n: i64 }
+    ///
+    /// let rows: Vec<PerStatus> = orders
+    ///     .aggregate(vec![doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } }])
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn aggregate<R: serde::de::DeserializeOwned>(
+        &self,
+        pipeline: Vec<Document>,
+    ) -> Result<Vec<R>> {
+        let mut stages = vec![doc! { "$match": live(Document::new()) }];
+        stages.extend(pipeline);
+        let rows: Vec<Document> = self
+            .collection()
+            .aggregate(stages)
+            .await
+            .map_err(|e| self.mongo_err("aggregate", None, e))?
+            .try_collect()
+            .await
+            .map_err(|e| self.mongo_err("aggregate", None, e))?;
+        rows.into_iter()
+            .map(|row| {
+                bson::from_document(row).map_err(|e| Error::Decode {
+                    collection: M::COLLECTION.to_string(),
+                    id: None,
+                    field: "(aggregation row)".into(),
+                    message: e.to_string(),
+                })
+            })
             .collect()
     }
 

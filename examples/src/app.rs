@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::billing::{self, Billing, InvoiceCommand};
 use crate::env::Env;
 use crate::inventory::{self, Inventory, WarehouseCommand};
-use crate::orders::{self, Line, OrderCommand, Orders};
+use crate::orders::{self, Line, OrderCommand, Orders, Status};
 use crate::read_models::{self, OrderSummary, StockLevel};
 use crate::service::{SetupError, provision};
 
@@ -109,45 +109,21 @@ impl std::fmt::Debug for Stack {
     }
 }
 
-fn sync_config(env: &Env, names: &DemoNames) -> Result<SyncConfig, DemoError> {
-    let topics = read_models::TOPICS
-        .iter()
-        .map(|t| format!("{t:?}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let text = format!(
-        r#"
-        [kafka]
-        bootstrap_servers = {kafka:?}
-        group_id = {group:?}
-        topics = [{topics}]
-        session_timeout_ms = 6000
-        [kafka.properties]
-        "topic.metadata.refresh.interval.ms" = "1000"
-        [schema_registry]
-        url = {registry:?}
-        [mongodb]
-        uri = {mongo:?}
-        database = {database:?}
-        [batch]
-        max_size = 200
-        max_wait_ms = 5
-        [retry]
-        initial_backoff_ms = 50
-        max_backoff_ms = 1000
-        [dead_letter]
-        topic = {dlq:?}
-        [http]
-        listen = ""
-        "#,
-        kafka = env.get("KAFKA_BOOTSTRAP_SERVERS"),
-        group = names.sync_group,
-        registry = env.get("SCHEMA_REGISTRY_URL"),
-        mongo = env.get("MONGODB_URI"),
-        database = names.database,
-        dlq = names.dead_letter_topic,
-    );
-    SyncConfig::from_toml_str(&text).map_err(|e| DemoError::Config(e.to_string()))
+fn sync_config(env: &Env, names: &DemoNames) -> SyncConfig {
+    let mut config = SyncConfig::new(
+        env.get("KAFKA_BOOTSTRAP_SERVERS"),
+        &names.sync_group,
+        env.get("MONGODB_URI"),
+        &names.database,
+    )
+    .with_schema_registry(env.get("SCHEMA_REGISTRY_URL"))
+    .with_topic_prefix("cqrs");
+    config.batch.max_size = 200;
+    config.batch.max_wait_ms = 5;
+    config.retry.initial_backoff_ms = 50;
+    config.retry.max_backoff_ms = 1000;
+    config.dead_letter.topic = names.dead_letter_topic.clone();
+    config
 }
 
 fn spawn_runner(
@@ -222,7 +198,7 @@ impl Stack {
             tasks.push(task);
         }
 
-        let sync = read_models::register(SyncService::new(sync_config(env, names)?));
+        let sync = read_models::register(SyncService::new(sync_config(env, names)));
         let stop = shutdown.clone();
         tasks.push(tokio::spawn(async move {
             if let Err(e) = sync.run(stop).await {
@@ -272,23 +248,20 @@ impl Stack {
             sku: sku.to_owned(),
             qty,
         };
-        self.inventory
+        let outcome = self
+            .inventory
             .execute(warehouse, &command, CommandMetadata::new())
             .await?
             .map_err(|e| DemoError::Refused("restock", e.to_string()))?;
-        let on_hand = cqrs_core::AggregateStore::load(self.inventory.store(), warehouse)
-            .await
-            .map_err(CommandError::from)?
-            .state
-            .stock
-            .get(sku)
-            .map(|s| i64::from(s.on_hand))
-            .unwrap_or(0);
+        // The warehouse's token, waited for on the product's stock level (one document per
+        // product of the warehouse aggregate).
         self.mongo
             .repository::<StockLevel>()
-            .wait_until(&format!("{warehouse}/{sku}"), STEP_TIMEOUT, |d| {
-                d.document.on_hand >= on_hand
-            })
+            .wait_for_in(
+                &format!("{warehouse}/{sku}"),
+                outcome.consistency_token(),
+                STEP_TIMEOUT,
+            )
             .await?;
         Ok(())
     }
@@ -323,7 +296,7 @@ impl Stack {
         order_id: &str,
         payment_id: &str,
         amount_cents: i64,
-    ) -> Result<(), DemoError> {
+    ) -> Result<ConsistencyToken, DemoError> {
         let invoice = billing::invoice_id(order_id);
         let command = (
             invoice.clone(),
@@ -332,11 +305,29 @@ impl Stack {
                 amount_cents,
             },
         );
-        self.billing
+        let outcome = self
+            .billing
             .execute(&invoice, &command, CommandMetadata::new())
             .await?
             .map_err(|e| DemoError::Refused("payment", e.to_string()))?;
-        Ok(())
+        Ok(outcome.consistency_token().clone())
+    }
+
+    /// Waits until the summary of `order_id` reflects the command that returned `token`
+    /// (an order's or an invoice's: both aggregates write into the summary).
+    pub async fn wait_token(
+        &self,
+        order_id: &str,
+        token: &ConsistencyToken,
+    ) -> Result<OrderSummary, DemoError> {
+        let waited = self
+            .summaries()
+            .wait_for_in(&order_id.to_owned(), token, STEP_TIMEOUT)
+            .await?;
+        waited
+            .into_document()
+            .map(|d| d.document)
+            .ok_or_else(|| DemoError::Refused("wait", format!("order {order_id} was deleted")))
     }
 
     /// Waits until the order's summary satisfies `ready`.
@@ -431,9 +422,8 @@ pub async fn place_orders(
             ],
         )
         .await?;
-    stack
-        .wait_summary(&order_id, |s| s.order_version >= token.version)
-        .await?;
+    // The command's token: the summary reflects it once the order's part is written.
+    stack.wait_token(&order_id, &token).await?;
     let order_to_dashboard = started.elapsed();
     let invoiced = stack
         .wait_summary(&order_id, |s| s.invoice.is_some())
@@ -441,12 +431,14 @@ pub async fn place_orders(
     let order_to_invoice = started.elapsed();
     let amount = invoiced.invoice.as_ref().map_or(0, |i| i.amount_cents);
     let paid = Instant::now();
-    stack
+    // Billing's token, waited for on the order's summary: billing writes its part there.
+    let payment = stack
         .pay(&order_id, &format!("pay-{run}-1"), amount)
         .await?;
+    stack.wait_token(&order_id, &payment).await?;
     let completed = stack
         .wait_summary(&order_id, |s| {
-            s.status.as_deref() == Some("completed") && s.payment.is_some()
+            s.status == Some(Status::Completed) && s.payment.is_some()
         })
         .await?;
     let payment_to_completed = paid.elapsed();
@@ -467,7 +459,7 @@ pub async fn place_orders(
         )
         .await?;
     let cancelled = stack
-        .wait_summary(&rejected_id, |s| s.status.as_deref() == Some("cancelled"))
+        .wait_summary(&rejected_id, |s| s.status == Some(Status::Cancelled))
         .await?;
     let order_to_cancelled = started.elapsed();
 

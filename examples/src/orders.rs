@@ -34,6 +34,22 @@ pub enum Status {
     Cancelled,
 }
 
+impl Status {
+    /// The name stored in documents (`placed`, `completed`, ...).
+    ///
+    /// ```
+    /// assert_eq!(cqrs_examples::orders::Status::Completed.as_str(), "completed");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "new",
+            Status::Placed => "placed",
+            Status::Completed => "completed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
 /// The order aggregate.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Order {

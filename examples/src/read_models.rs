@@ -1,382 +1,37 @@
-//! The dashboard's read models, projected by the sync-service from the three services'
-//! tables (Debezium CDC topics `cqrs.<schema>.<table>`), and the queries that read them.
+//! The dashboard's read models: typed documents projected by the sync-service from the
+//! three services' own tables (the state of orders and warehouses, the events of invoices),
+//! and the queries that read them.
 //!
 //! | read model | collection | fed by |
 //! |---|---|---|
-//! | order summary: status, lines, invoice, payment | `order_summaries` | `orders.aggregates` (scope `orders`), `billing.events` (scopes `invoice`, `payment`) |
-//! | stock levels per product | `stock_levels` | `inventory.aggregates` |
-//! | sales per hour | `sales_by_hour` (one fact per order, summed per hour at query time) | `orders.aggregates` |
-//! | receivables ageing | `receivables` (one per invoice, bucketed by days past due at query time) | `billing.events` (scopes `issued`, `paid`) |
+//! | [`OrderSummary`]: status, lines, invoice, payment | `order_summaries` | the `Order` state (scope `orders`), the `Invoice` events (scopes `invoice`, `payment`) |
+//! | [`StockLevel`] per product | `stock_levels` | the `Warehouse` state |
+//! | [`SaleFact`] per order, summed per hour at query time | `sales_by_hour` | the `Order` state |
+//! | [`Receivable`] per invoice, bucketed by days past due at query time | `receivables` | the `Invoice` events (scopes `issued`, `paid`) |
 //!
-//! The order summary is one document fed by two services' tables: each source writes its
-//! own fields with a scoped patch guarded by its own version, so changes consumed from
-//! different topics, in any relative order, never make each other stale.
+//! The order summary is one document fed by two services: each writes its own fields with
+//! a scoped patch guarded by its own version, so changes consumed from different topics, in
+//! any relative order, never make each other stale; and each write records the aggregate
+//! version it reflects, so a caller waits for an invoice's or an order's command on the same
+//! document (`Repository::wait_for_in`).
 
-use bson::{Bson, Document, doc};
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
-use cqrs_core::{Projection, ReadModel, ReadModelWrite, SourceVersion, Target};
-use cqrs_mongo::MongoReadModel;
-use futures::TryStreamExt;
+use cqrs_mongo::bson::{self, doc};
+use cqrs_mongo::{Filter, MongoClient, Patch, Query, ReadModel, Repository, Sort};
+use cqrs_projection::{
+    EventChange, EventProjection, ProjectionError, StateChange, StateProjection, Write,
+};
 use serde::{Deserialize, Serialize};
-use sync_service::envelope::{Change, Op};
-use sync_service::map::MongoWrite;
 
-/// Collection of the order summaries.
-pub const ORDER_SUMMARIES: &str = "order_summaries";
-/// Collection of the stock levels.
-pub const STOCK_LEVELS: &str = "stock_levels";
-/// Collection of the sales facts.
-pub const SALES_BY_HOUR: &str = "sales_by_hour";
-/// Collection of the receivables.
-pub const RECEIVABLES: &str = "receivables";
+use crate::billing::{Invoice, InvoiceEvent};
+use crate::inventory::Warehouse;
+use crate::orders::{Line, Order, Status};
 
-/// A change the projections cannot read.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{table}: {message}")]
-pub struct ProjectionError {
-    /// Source table.
-    pub table: String,
-    /// What is wrong.
-    pub message: String,
-}
-
-fn table_of(change: &Change) -> String {
-    format!(
-        "{}.{}",
-        change.source.schema.as_deref().unwrap_or("?"),
-        change.source.table.as_deref().unwrap_or("?")
-    )
-}
-
-fn error(change: &Change, message: impl Into<String>) -> ProjectionError {
-    ProjectionError {
-        table: table_of(change),
-        message: message.into(),
-    }
-}
-
-/// The row of an insert, update or snapshot read; `None` for deletes and the rest.
-fn row(change: &Change) -> Option<&Document> {
-    match change.op {
-        Op::Create | Op::Update | Op::Read => change.after.as_ref(),
-        _ => None,
-    }
-}
-
-/// `(aggregate_id, version, state)` of an `aggregates` row of `aggregate_type`.
-fn aggregate_state<'c>(
-    change: &'c Change,
-    aggregate_type: &str,
-) -> Result<Option<(&'c str, i64, &'c Document)>, ProjectionError> {
-    let Some(row) = row(change) else {
-        return Ok(None);
-    };
-    if row.get_str("aggregate_type") != Ok(aggregate_type) {
-        return Ok(None);
-    }
-    let id = row
-        .get_str("aggregate_id")
-        .map_err(|e| error(change, format!("aggregate_id: {e}")))?;
-    let version = row
-        .get_i64("version")
-        .map_err(|e| error(change, format!("version: {e}")))?;
-    match row.get("state") {
-        Some(Bson::Document(state)) => Ok(Some((id, version, state))),
-        _ => Ok(None),
-    }
-}
-
-/// `(event_type, payload)` of an `events` row.
-fn event(change: &Change) -> Result<Option<(&str, &Document)>, ProjectionError> {
-    let Some(row) = row(change) else {
-        return Ok(None);
-    };
-    let event_type = row
-        .get_str("event_type")
-        .map_err(|e| error(change, format!("event_type: {e}")))?;
-    let payload = row
-        .get_document("payload")
-        .map_err(|e| error(change, format!("payload: {e}")))?;
-    Ok(Some((event_type, payload)))
-}
-
-/// An RFC 3339 text (chrono's serde form) as a BSON date.
-fn date(change: &Change, value: Option<&Bson>) -> Result<Bson, ProjectionError> {
-    match value {
-        Some(Bson::String(s)) => DateTime::parse_from_rfc3339(s)
-            .map(|t| Bson::DateTime(bson::DateTime::from_chrono(t.with_timezone(&Utc))))
-            .map_err(|e| error(change, format!("date {s:?}: {e}"))),
-        Some(Bson::DateTime(d)) => Ok(Bson::DateTime(*d)),
-        _ => Ok(Bson::Null),
-    }
-}
-
-fn str_of<'d>(change: &Change, d: &'d Document, key: &str) -> Result<&'d str, ProjectionError> {
-    d.get_str(key)
-        .map_err(|e| error(change, format!("{key}: {e}")))
-}
-
-fn scoped(
-    collection: &str,
-    id: &str,
-    scope: &str,
-    version: SourceVersion,
-    set: Document,
-) -> MongoWrite {
-    ReadModelWrite::ScopedPatch {
-        target: Target::collection(collection),
-        id: Bson::from(id),
-        scope: scope.to_owned(),
-        version,
-        set,
-        unset: Vec::new(),
-    }
-}
-
-/// `order_summaries`: one document per order.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OrderSummaryProjection;
-
-impl Projection for OrderSummaryProjection {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = ProjectionError;
-
-    fn name(&self) -> &str {
-        "order_summaries"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, ProjectionError> {
-        let v = change.version;
-        match change.source.schema.as_deref() {
-            Some("orders") => {
-                let Some((id, version, state)) = aggregate_state(change, "Order")? else {
-                    return Ok(vec![]);
-                };
-                let mut set = doc! {
-                    "order_version": version,
-                    "status": state.get("status").cloned().unwrap_or(Bson::Null),
-                    "customer": state.get("customer").cloned().unwrap_or(Bson::Null),
-                    "warehouse": state.get("warehouse").cloned().unwrap_or(Bson::Null),
-                    "lines": state.get("lines").cloned().unwrap_or(Bson::Array(vec![])),
-                    "total_cents": state.get("total_cents").cloned().unwrap_or(Bson::Null),
-                    "placed_at": date(change, state.get("placed_at"))?,
-                };
-                for key in ["payment_id", "cancel_reason"] {
-                    set.insert(key, state.get(key).cloned().unwrap_or(Bson::Null));
-                }
-                Ok(vec![scoped(ORDER_SUMMARIES, id, "orders", v, set)])
-            }
-            Some("billing") => match event(change)? {
-                Some(("InvoiceIssued", p)) => Ok(vec![scoped(
-                    ORDER_SUMMARIES,
-                    str_of(change, p, "order_id")?,
-                    "invoice",
-                    v,
-                    doc! { "invoice": {
-                        "invoice_id": str_of(change, p, "invoice_id")?,
-                        "amount_cents": p.get("amount_cents").cloned().unwrap_or(Bson::Null),
-                        "issued_at": date(change, p.get("issued_at"))?,
-                        "due_at": date(change, p.get("due_at"))?,
-                    }},
-                )]),
-                Some(("PaymentReceived", p)) => Ok(vec![scoped(
-                    ORDER_SUMMARIES,
-                    str_of(change, p, "order_id")?,
-                    "payment",
-                    v,
-                    doc! { "payment": {
-                        "payment_id": str_of(change, p, "payment_id")?,
-                        "amount_cents": p.get("amount_cents").cloned().unwrap_or(Bson::Null),
-                        "paid_at": date(change, p.get("paid_at"))?,
-                    }},
-                )]),
-                _ => Ok(vec![]),
-            },
-            _ => Ok(vec![]),
-        }
-    }
-}
-
-/// `stock_levels`: one document per warehouse and product.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct StockLevelsProjection;
-
-impl Projection for StockLevelsProjection {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = ProjectionError;
-
-    fn name(&self) -> &str {
-        "stock_levels"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, ProjectionError> {
-        let Some((warehouse, _, state)) = aggregate_state(change, "Warehouse")? else {
-            return Ok(vec![]);
-        };
-        let Ok(stock) = state.get_document("stock") else {
-            return Ok(vec![]);
-        };
-        let mut writes = Vec::with_capacity(stock.len());
-        for (index, (sku, s)) in stock.iter().enumerate() {
-            let Bson::Document(s) = s else { continue };
-            let num = |k: &str| {
-                s.get(k)
-                    .and_then(Bson::as_i64)
-                    .or_else(|| s.get_i32(k).ok().map(i64::from))
-                    .unwrap_or(0)
-            };
-            let (on_hand, reserved) = (num("on_hand"), num("reserved"));
-            writes.push(ReadModelWrite::Replace {
-                target: Target::collection(STOCK_LEVELS),
-                id: Bson::from(format!("{warehouse}/{sku}")),
-                version: SourceVersion::with_index(change.version.position, index as u32),
-                document: doc! {
-                    "warehouse": warehouse,
-                    "sku": sku,
-                    "on_hand": on_hand,
-                    "reserved": reserved,
-                    "available": (on_hand - reserved).max(0),
-                },
-            });
-        }
-        Ok(writes)
-    }
-}
-
-/// `sales_by_hour`: one fact per order (hour bucket, amount, status).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SalesByHourProjection;
-
-impl Projection for SalesByHourProjection {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = ProjectionError;
-
-    fn name(&self) -> &str {
-        "sales_by_hour"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, ProjectionError> {
-        let Some((id, _, state)) = aggregate_state(change, "Order")? else {
-            return Ok(vec![]);
-        };
-        let Bson::DateTime(placed) = date(change, state.get("placed_at"))? else {
-            return Ok(vec![]);
-        };
-        let hour = placed
-            .to_chrono()
-            .duration_trunc(TimeDelta::hours(1))
-            .map_err(|e| error(change, format!("placed_at: {e}")))?;
-        Ok(vec![ReadModelWrite::Replace {
-            target: Target::collection(SALES_BY_HOUR),
-            id: Bson::from(id),
-            version: change.version,
-            document: doc! {
-                "hour": bson::DateTime::from_chrono(hour),
-                "status": state.get("status").cloned().unwrap_or(Bson::Null),
-                "amount_cents": state.get("total_cents").cloned().unwrap_or(Bson::Int64(0)),
-            },
-        }])
-    }
-}
-
-/// `receivables`: one document per invoice.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReceivablesProjection;
-
-impl Projection for ReceivablesProjection {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = ProjectionError;
-
-    fn name(&self) -> &str {
-        "receivables"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, ProjectionError> {
-        let v = change.version;
-        match event(change)? {
-            Some(("InvoiceIssued", p)) => Ok(vec![scoped(
-                RECEIVABLES,
-                str_of(change, p, "invoice_id")?,
-                "issued",
-                v,
-                doc! {
-                    "order_id": str_of(change, p, "order_id")?,
-                    "customer": str_of(change, p, "customer")?,
-                    "amount_cents": p.get("amount_cents").cloned().unwrap_or(Bson::Null),
-                    "issued_at": date(change, p.get("issued_at"))?,
-                    "due_at": date(change, p.get("due_at"))?,
-                },
-            )]),
-            Some(("PaymentReceived", p)) => Ok(vec![scoped(
-                RECEIVABLES,
-                str_of(change, p, "invoice_id")?,
-                "paid",
-                v,
-                doc! { "paid": true, "paid_at": date(change, p.get("paid_at"))? },
-            )]),
-            _ => Ok(vec![]),
-        }
-    }
-}
-
-/// Registers the four projections on a sync-service with the tables that feed them.
-pub fn register(service: sync_service::SyncService) -> sync_service::SyncService {
-    service
-        .with_projection(
-            OrderSummaryProjection,
-            &["orders.aggregates", "billing.events"],
-        )
-        .with_projection(StockLevelsProjection, &["inventory.aggregates"])
-        .with_projection(SalesByHourProjection, &["orders.aggregates"])
-        .with_projection(ReceivablesProjection, &["billing.events"])
-}
-
-/// The CDC topics the projections read.
-pub const TOPICS: [&str; 3] = [
-    "cqrs.orders.aggregates",
-    "cqrs.inventory.aggregates",
-    "cqrs.billing.events",
-];
-
-// ---- reading ----------------------------------------------------------------------------
-
-/// An order line in the summary.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SummaryLine {
-    /// Product.
-    pub sku: String,
-    /// Quantity.
-    pub qty: i64,
-    /// Unit price.
-    pub unit_price_cents: i64,
-}
-
-/// The invoice section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct InvoiceSection {
-    /// Invoice.
-    pub invoice_id: String,
-    /// Amount.
-    pub amount_cents: i64,
-    /// Due date.
-    pub due_at: bson::DateTime,
-}
-
-/// The payment section.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PaymentSection {
-    /// Payment.
-    pub payment_id: String,
-    /// Amount.
-    pub amount_cents: i64,
-}
-
-/// One order as the dashboard shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One order as the dashboard shows it. The orders service writes everything but
+/// `invoice` and `payment` (skipped when `None`, so its patch leaves them alone), billing
+/// writes those two.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ReadModel)]
+#[read_model(collection = "order_summaries")]
 pub struct OrderSummary {
     /// Order id.
     #[serde(rename = "_id")]
@@ -384,41 +39,65 @@ pub struct OrderSummary {
     /// Version of the order aggregate it reflects.
     #[serde(default)]
     pub order_version: u64,
-    /// `placed`, `completed`, `cancelled`.
+    /// Lifecycle.
     #[serde(default)]
-    pub status: Option<String>,
+    pub status: Option<Status>,
     /// Customer.
     #[serde(default)]
     pub customer: Option<String>,
+    /// Warehouse that ships it.
+    #[serde(default)]
+    pub warehouse: Option<String>,
     /// Lines.
     #[serde(default)]
-    pub lines: Vec<SummaryLine>,
+    pub lines: Vec<Line>,
     /// Total.
     #[serde(default)]
     pub total_cents: Option<i64>,
+    /// When it was placed.
+    #[serde(default)]
+    pub placed_at: Option<bson::DateTime>,
+    /// Payment that completed it.
+    #[serde(default)]
+    pub payment_id: Option<String>,
     /// Why it was cancelled.
     #[serde(default)]
     pub cancel_reason: Option<String>,
     /// Invoice, once billing issued it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub invoice: Option<InvoiceSection>,
     /// Payment, once billing received it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<PaymentSection>,
 }
 
-impl ReadModel for OrderSummary {
-    type Id = String;
-    const COLLECTION: &'static str = ORDER_SUMMARIES;
-    fn id(&self) -> String {
-        self.id.clone()
-    }
+/// The invoice section of an order summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceSection {
+    /// Invoice.
+    pub invoice_id: String,
+    /// Amount.
+    pub amount_cents: i64,
+    /// Issued.
+    pub issued_at: bson::DateTime,
+    /// Due date.
+    pub due_at: bson::DateTime,
 }
 
-impl MongoReadModel for OrderSummary {}
+/// The payment section of an order summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PaymentSection {
+    /// Payment.
+    pub payment_id: String,
+    /// Amount.
+    pub amount_cents: i64,
+    /// When.
+    pub paid_at: bson::DateTime,
+}
 
 /// Stock of one product in one warehouse.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ReadModel)]
+#[read_model(collection = "stock_levels")]
 pub struct StockLevel {
     /// `<warehouse>/<sku>`.
     #[serde(rename = "_id")]
@@ -435,21 +114,273 @@ pub struct StockLevel {
     pub available: i64,
 }
 
-impl ReadModel for StockLevel {
-    type Id = String;
-    const COLLECTION: &'static str = STOCK_LEVELS;
-    fn id(&self) -> String {
-        self.id.clone()
+/// One order's contribution to the sales per hour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ReadModel)]
+#[read_model(collection = "sales_by_hour")]
+pub struct SaleFact {
+    /// Order id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Start of the hour it was placed in.
+    pub hour: bson::DateTime,
+    /// Lifecycle.
+    pub status: Status,
+    /// Amount.
+    pub amount_cents: i64,
+}
+
+/// One invoice, for the receivables ageing. `issued` and `paid` parts come from two events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ReadModel)]
+#[read_model(collection = "receivables")]
+pub struct Receivable {
+    /// Invoice id.
+    #[serde(rename = "_id")]
+    pub id: String,
+    /// Order.
+    #[serde(default)]
+    pub order_id: Option<String>,
+    /// Customer.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Amount.
+    #[serde(default)]
+    pub amount_cents: i64,
+    /// Issued.
+    #[serde(default)]
+    pub issued_at: Option<bson::DateTime>,
+    /// Due date.
+    #[serde(default)]
+    pub due_at: Option<bson::DateTime>,
+    /// Paid yet.
+    #[serde(default)]
+    pub paid: bool,
+    /// When.
+    #[serde(default)]
+    pub paid_at: Option<bson::DateTime>,
+}
+
+fn date(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_chrono(t)
+}
+
+/// The orders service's part of the summaries (scope `orders`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderSummaries;
+
+impl StateProjection for OrderSummaries {
+    type Aggregate = Order;
+    type Model = OrderSummary;
+
+    fn name(&self) -> &str {
+        "order_summaries.orders"
+    }
+
+    fn project(&self, c: &StateChange<Order>) -> Result<Vec<Write<OrderSummary>>, ProjectionError> {
+        let o = &c.state;
+        let summary = OrderSummary {
+            id: c.aggregate_id.clone(),
+            order_version: c.version,
+            status: Some(o.status),
+            customer: Some(o.customer.clone()),
+            warehouse: Some(o.warehouse.clone()),
+            lines: o.lines.clone(),
+            total_cents: Some(o.total_cents),
+            placed_at: o.placed_at.map(date),
+            payment_id: o.payment_id.clone(),
+            cancel_reason: o.cancel_reason.clone(),
+            invoice: None,
+            payment: None,
+        };
+        let patch = Patch::new().set_all(&summary);
+        Ok(vec![Write::scoped_patch(summary.id, "orders", patch)])
     }
 }
 
-impl MongoReadModel for StockLevel {}
+/// Billing's part of the summaries (scopes `invoice` and `payment`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderBilling;
+
+impl EventProjection for OrderBilling {
+    type Aggregate = Invoice;
+    type Model = OrderSummary;
+
+    fn name(&self) -> &str {
+        "order_summaries.billing"
+    }
+
+    fn project(
+        &self,
+        e: &EventChange<InvoiceEvent>,
+    ) -> Result<Vec<Write<OrderSummary>>, ProjectionError> {
+        Ok(vec![match e.payload().clone() {
+            InvoiceEvent::Issued {
+                invoice_id,
+                order_id,
+                amount_cents,
+                issued_at,
+                due_at,
+                ..
+            } => {
+                let section = InvoiceSection {
+                    invoice_id,
+                    amount_cents,
+                    issued_at: date(issued_at),
+                    due_at: date(due_at),
+                };
+                Write::scoped_patch(order_id, "invoice", Patch::new().set("invoice", section))
+            }
+            InvoiceEvent::Paid {
+                order_id,
+                payment_id,
+                amount_cents,
+                paid_at,
+                ..
+            } => {
+                let section = PaymentSection {
+                    payment_id,
+                    amount_cents,
+                    paid_at: date(paid_at),
+                };
+                Write::scoped_patch(order_id, "payment", Patch::new().set("payment", section))
+            }
+        }])
+    }
+}
+
+/// One stock level per product of a warehouse.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StockLevels;
+
+impl StateProjection for StockLevels {
+    type Aggregate = Warehouse;
+    type Model = StockLevel;
+
+    fn project(
+        &self,
+        c: &StateChange<Warehouse>,
+    ) -> Result<Vec<Write<StockLevel>>, ProjectionError> {
+        let warehouse = &c.aggregate_id;
+        Ok(c.state
+            .stock
+            .iter()
+            .map(|(sku, stock)| {
+                Write::upsert(StockLevel {
+                    id: format!("{warehouse}/{sku}"),
+                    warehouse: warehouse.clone(),
+                    sku: sku.clone(),
+                    on_hand: i64::from(stock.on_hand),
+                    reserved: i64::from(stock.reserved),
+                    available: i64::from(stock.available()),
+                })
+            })
+            .collect())
+    }
+}
+
+/// One sale fact per placed order.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SalesByHour;
+
+impl StateProjection for SalesByHour {
+    type Aggregate = Order;
+    type Model = SaleFact;
+
+    fn project(&self, c: &StateChange<Order>) -> Result<Vec<Write<SaleFact>>, ProjectionError> {
+        let Some(placed) = c.state.placed_at else {
+            return Ok(vec![]);
+        };
+        let hour = placed
+            .duration_trunc(TimeDelta::hours(1))
+            .map_err(|e| ProjectionError::custom(format!("placed_at {placed}: {e}")))?;
+        Ok(vec![Write::upsert(SaleFact {
+            id: c.aggregate_id.clone(),
+            hour: date(hour),
+            status: c.state.status,
+            amount_cents: c.state.total_cents,
+        })])
+    }
+}
+
+/// The parts of a receivable, one per invoice event (scopes `issued` and `paid`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Receivables;
+
+/// The issued part of a receivable.
+#[derive(Serialize)]
+struct Issued<'a> {
+    order_id: &'a str,
+    customer: &'a str,
+    amount_cents: i64,
+    issued_at: bson::DateTime,
+    due_at: bson::DateTime,
+}
+
+impl EventProjection for Receivables {
+    type Aggregate = Invoice;
+    type Model = Receivable;
+
+    fn project(
+        &self,
+        e: &EventChange<InvoiceEvent>,
+    ) -> Result<Vec<Write<Receivable>>, ProjectionError> {
+        Ok(vec![match e.payload() {
+            InvoiceEvent::Issued {
+                invoice_id,
+                order_id,
+                customer,
+                amount_cents,
+                issued_at,
+                due_at,
+            } => {
+                let issued = Issued {
+                    order_id,
+                    customer,
+                    amount_cents: *amount_cents,
+                    issued_at: date(*issued_at),
+                    due_at: date(*due_at),
+                };
+                Write::scoped_patch(invoice_id.clone(), "issued", Patch::new().set_all(&issued))
+            }
+            InvoiceEvent::Paid {
+                invoice_id,
+                paid_at,
+                ..
+            } => {
+                let paid = Patch::new()
+                    .set("paid", true)
+                    .set("paid_at", date(*paid_at));
+                Write::scoped_patch(invoice_id.clone(), "paid", paid)
+            }
+        }])
+    }
+}
+
+/// Registers the read models on a sync-service (the `orders`, `inventory` and `billing`
+/// service schemas).
+pub fn register(service: sync_service::SyncService) -> sync_service::SyncService {
+    service
+        .with_state_projection("orders", OrderSummaries)
+        .with_event_projection("billing", OrderBilling)
+        .with_state_projection("inventory", StockLevels)
+        .with_state_projection("orders", SalesByHour)
+        .with_event_projection("billing", Receivables)
+}
+
+/// The CDC topics the read models are fed from (for creating them up front).
+pub const TOPICS: [&str; 3] = [
+    "cqrs.orders.aggregates",
+    "cqrs.inventory.aggregates",
+    "cqrs.billing.events",
+];
+
+// ---- reading ----------------------------------------------------------------------------
 
 /// Sales of one hour (orders not cancelled).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct HourlySales {
     /// Start of the hour.
-    pub hour: DateTime<Utc>,
+    #[serde(rename = "_id")]
+    pub hour: bson::DateTime,
     /// Orders.
     pub orders: i64,
     /// Revenue.
@@ -484,80 +415,45 @@ impl Ageing {
     }
 }
 
-/// Live documents of a collection matching `filter`.
-async fn live(
-    db: &mongodb::Database,
-    collection: &str,
-    filter: Document,
-) -> mongodb::error::Result<Vec<Document>> {
-    let mut filter = filter;
-    filter.insert("_deleted", doc! { "$ne": true });
-    db.collection::<Document>(collection)
-        .find(filter)
-        .sort(doc! { "_id": 1 })
-        .await?
-        .try_collect()
-        .await
-}
-
-fn int(d: &Document, key: &str) -> i64 {
-    match d.get(key) {
-        Some(Bson::Int64(v)) => *v,
-        Some(Bson::Int32(v)) => i64::from(*v),
-        Some(Bson::Double(v)) => *v as i64,
-        _ => 0,
-    }
-}
-
 /// Sales per hour over the last `hours` hours (orders not cancelled).
 pub async fn sales_per_hour(
-    db: &mongodb::Database,
+    mongo: &MongoClient,
     hours: i64,
-) -> mongodb::error::Result<Vec<HourlySales>> {
-    let since = bson::DateTime::from_chrono(Utc::now() - TimeDelta::hours(hours));
-    let pipeline = vec![
-        doc! { "$match": { "_deleted": { "$ne": true }, "hour": { "$gte": since }, "status": { "$ne": "cancelled" } } },
-        doc! { "$group": { "_id": "$hour", "orders": { "$sum": 1 }, "revenue": { "$sum": "$amount_cents" } } },
-        doc! { "$sort": { "_id": 1 } },
-    ];
-    let rows: Vec<Document> = db
-        .collection::<Document>(SALES_BY_HOUR)
-        .aggregate(pipeline)
-        .await?
-        .try_collect()
-        .await?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| {
-            Some(HourlySales {
-                hour: r.get_datetime("_id").ok()?.to_chrono(),
-                orders: int(r, "orders"),
-                revenue_cents: int(r, "revenue"),
-            })
-        })
-        .collect())
+) -> cqrs_mongo::Result<Vec<HourlySales>> {
+    let since = date(Utc::now() - TimeDelta::hours(hours));
+    let cancelled = bson::to_bson(&Status::Cancelled).unwrap_or_default();
+    let facts: Repository<SaleFact> = mongo.repository();
+    facts
+        .aggregate(vec![
+            doc! { "$match": { "hour": { "$gte": since }, "status": { "$ne": cancelled } } },
+            doc! { "$group": {
+                "_id": "$hour",
+                "orders": { "$sum": 1_i64 },
+                "revenue_cents": { "$sum": "$amount_cents" },
+            } },
+            doc! { "$sort": { "_id": 1 } },
+        ])
+        .await
 }
 
 /// Open receivables bucketed by days past due, as of `now`.
 pub async fn receivables_ageing(
-    db: &mongodb::Database,
+    mongo: &MongoClient,
     now: DateTime<Utc>,
-) -> mongodb::error::Result<Ageing> {
+) -> cqrs_mongo::Result<Ageing> {
+    let open = Filter::ne("paid", true).and(Filter::exists("due_at", true));
     let mut ageing = Ageing::default();
-    for r in live(
-        db,
-        RECEIVABLES,
-        doc! { "paid": { "$ne": true }, "due_at": { "$exists": true } },
-    )
-    .await?
+    for r in mongo
+        .repository::<Receivable>()
+        .find(&Query::new(open))
+        .await?
     {
-        let Ok(due) = r.get_datetime("due_at") else {
+        let Some(due) = r.document.due_at else {
             continue;
         };
-        let amount = int(&r, "amount_cents");
-        let days = (now - due.to_chrono()).num_days();
+        let amount = r.document.amount_cents;
         ageing.open_invoices += 1;
-        match days {
+        match (now - due.to_chrono()).num_days() {
             ..=0 => ageing.current_cents += amount,
             1..=30 => ageing.d1_30_cents += amount,
             31..=60 => ageing.d31_60_cents += amount,
@@ -568,33 +464,33 @@ pub async fn receivables_ageing(
     Ok(ageing)
 }
 
-/// Stock levels of one warehouse.
+/// Stock levels of one warehouse, by product.
 pub async fn stock_levels(
-    db: &mongodb::Database,
+    mongo: &MongoClient,
     warehouse: &str,
-) -> mongodb::error::Result<Vec<Document>> {
-    live(db, STOCK_LEVELS, doc! { "warehouse": warehouse }).await
+) -> cqrs_mongo::Result<Vec<StockLevel>> {
+    let query = Query::new(Filter::eq("warehouse", warehouse)).sort(Sort::asc("sku"));
+    let found = mongo.repository::<StockLevel>().find(&query).await?;
+    Ok(found.into_iter().map(|v| v.document).collect())
 }
 
 /// Orders per status.
-pub async fn orders_by_status(
-    db: &mongodb::Database,
-) -> mongodb::error::Result<Vec<(String, i64)>> {
-    let pipeline = vec![
-        doc! { "$match": { "_deleted": { "$ne": true }, "status": { "$type": "string" } } },
-        doc! { "$group": { "_id": "$status", "n": { "$sum": 1 } } },
-        doc! { "$sort": { "_id": 1 } },
-    ];
-    let rows: Vec<Document> = db
-        .collection::<Document>(ORDER_SUMMARIES)
-        .aggregate(pipeline)
-        .await?
-        .try_collect()
+pub async fn orders_by_status(mongo: &MongoClient) -> cqrs_mongo::Result<Vec<(Status, i64)>> {
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(rename = "_id")]
+        status: Status,
+        n: i64,
+    }
+    let rows: Vec<Row> = mongo
+        .repository::<OrderSummary>()
+        .aggregate(vec![
+            doc! { "$match": { "status": { "$type": "string" } } },
+            doc! { "$group": { "_id": "$status", "n": { "$sum": 1_i64 } } },
+            doc! { "$sort": { "_id": 1 } },
+        ])
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| (r.get_str("_id").unwrap_or("?").to_owned(), int(r, "n")))
-        .collect())
+    Ok(rows.into_iter().map(|r| (r.status, r.n)).collect())
 }
 
 /// Euros from cents, for printing.

@@ -7,17 +7,22 @@
 
 use std::time::Duration;
 
-use bson::{Document, doc};
+use cqrs_core::ReadModel;
 use cqrs_examples::app::{DemoNames, Stack, run_flow};
 use cqrs_examples::env::Env;
-use cqrs_examples::read_models::{self, RECEIVABLES, SALES_BY_HOUR, STOCK_LEVELS};
+use cqrs_examples::orders::Status;
+use cqrs_examples::read_models::{self, Receivable, SaleFact, StockLevel};
+use cqrs_mongo::{MongoClient, MongoReadModel};
 
-async fn one(db: &mongodb::Database, collection: &str, id: &str) -> Document {
-    db.collection::<Document>(collection)
-        .find_one(doc! { "_id": id })
+/// The typed document `id` of read model `M`, which must exist.
+async fn one<M: MongoReadModel<Id = String>>(mongo: &MongoClient, id: &str) -> M {
+    mongo
+        .repository::<M>()
+        .get(&id.to_owned())
         .await
         .unwrap()
-        .unwrap_or_else(|| panic!("{collection}/{id} missing"))
+        .unwrap_or_else(|| panic!("{}/{id} missing", M::COLLECTION))
+        .document
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -51,7 +56,7 @@ async fn order_to_dashboard_with_compensation() {
 
     // The order that went through: one document joining orders and billing.
     let done = &report.completed;
-    assert_eq!(done.status.as_deref(), Some("completed"));
+    assert_eq!(done.status, Some(Status::Completed));
     assert_eq!(done.lines.len(), 2);
     assert_eq!(done.total_cents, Some(2 * 1250 + 4999));
     let invoice = done.invoice.as_ref().expect("invoice section");
@@ -64,7 +69,7 @@ async fn order_to_dashboard_with_compensation() {
 
     // The compensation: stock rejected -> order cancelled, never invoiced.
     let cancelled = &report.cancelled;
-    assert_eq!(cancelled.status.as_deref(), Some("cancelled"));
+    assert_eq!(cancelled.status, Some(Status::Cancelled));
     assert!(
         cancelled
             .cancel_reason
@@ -75,29 +80,21 @@ async fn order_to_dashboard_with_compensation() {
     assert!(cancelled.invoice.is_none() && cancelled.payment.is_none());
 
     // Stock levels per product.
-    let db = stack.db();
-    let widget = one(&db, STOCK_LEVELS, &format!("{warehouse}/{}", skus[0])).await;
+    let mongo = &stack.mongo;
+    let widget: StockLevel = one(mongo, &format!("{warehouse}/{}", skus[0])).await;
     assert_eq!(
-        (
-            widget.get_i64("on_hand"),
-            widget.get_i64("reserved"),
-            widget.get_i64("available")
-        ),
-        (Ok(10), Ok(2), Ok(8))
+        (widget.on_hand, widget.reserved, widget.available),
+        (10, 2, 8)
     );
-    let gizmo = one(&db, STOCK_LEVELS, &format!("{warehouse}/{}", skus[2])).await;
-    assert_eq!(
-        gizmo.get_i64("reserved"),
-        Ok(0),
-        "a rejected order reserves nothing"
-    );
+    let gizmo: StockLevel = one(mongo, &format!("{warehouse}/{}", skus[2])).await;
+    assert_eq!(gizmo.reserved, 0, "a rejected order reserves nothing");
 
     // Sales per hour: the completed order counts, the cancelled one does not.
-    let sale = one(&db, SALES_BY_HOUR, &format!("order-{run}-1")).await;
-    assert_eq!(sale.get_str("status"), Ok("completed"));
-    let lost = one(&db, SALES_BY_HOUR, &format!("order-{run}-2")).await;
-    assert_eq!(lost.get_str("status"), Ok("cancelled"));
-    let hours = read_models::sales_per_hour(&db, 2).await.unwrap();
+    let sale: SaleFact = one(mongo, &format!("order-{run}-1")).await;
+    assert_eq!(sale.status, Status::Completed);
+    let lost: SaleFact = one(mongo, &format!("order-{run}-2")).await;
+    assert_eq!(lost.status, Status::Cancelled);
+    let hours = read_models::sales_per_hour(mongo, 2).await.unwrap();
     assert!(
         hours
             .iter()
@@ -106,8 +103,8 @@ async fn order_to_dashboard_with_compensation() {
     );
 
     // Receivables: the invoice is paid, so it ages no more.
-    let receivable = eventually_paid(&db, &invoice.invoice_id).await;
-    assert_eq!(receivable.get_str("customer"), Ok("ada"));
+    let receivable = eventually_paid(mongo, &invoice.invoice_id).await;
+    assert_eq!(receivable.customer.as_deref(), Some("ada"));
 
     // The reaction loops: orders compensated once on StockRejected.
     let compensated: u64 = stack
@@ -122,15 +119,16 @@ async fn order_to_dashboard_with_compensation() {
         "order -> dashboard took {:?}",
         report.order_to_dashboard
     );
+    let db = stack.db();
     stack.stop().await;
     let _ = db.drop().await;
 }
 
-async fn eventually_paid(db: &mongodb::Database, invoice_id: &str) -> Document {
+async fn eventually_paid(mongo: &MongoClient, invoice_id: &str) -> Receivable {
     for _ in 0..300 {
-        let d = one(db, RECEIVABLES, invoice_id).await;
-        if d.get_bool("paid") == Ok(true) {
-            return d;
+        let r: Receivable = one(mongo, invoice_id).await;
+        if r.paid {
+            return r;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -14,10 +14,13 @@ const SKUS: [&str; 3] = ["widget", "gadget", "gizmo"];
 const TARGET: Duration = Duration::from_secs(2);
 
 async fn dashboard(stack: &Stack, title: &str) -> Result<(), DemoError> {
-    let db = stack.db();
+    let mongo = &stack.mongo;
     println!("\n=== dashboard {title} ===");
-    let statuses = read_models::orders_by_status(&db).await?;
-    let statuses: Vec<String> = statuses.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    let statuses = read_models::orders_by_status(mongo).await?;
+    let statuses: Vec<String> = statuses
+        .iter()
+        .map(|(s, n)| format!("{n} {}", s.as_str()))
+        .collect();
     println!(
         "orders          : {}",
         if statuses.is_empty() {
@@ -27,25 +30,22 @@ async fn dashboard(stack: &Stack, title: &str) -> Result<(), DemoError> {
         }
     );
     println!("stock levels    : {WAREHOUSE}");
-    for s in read_models::stock_levels(&db, WAREHOUSE).await? {
+    for s in read_models::stock_levels(mongo, WAREHOUSE).await? {
         println!(
             "  {:<8} on hand {:>4}  reserved {:>4}  available {:>4}",
-            s.get_str("sku").unwrap_or("?"),
-            s.get_i64("on_hand").unwrap_or(0),
-            s.get_i64("reserved").unwrap_or(0),
-            s.get_i64("available").unwrap_or(0)
+            s.sku, s.on_hand, s.reserved, s.available
         );
     }
     println!("sales per hour  : (last 3 h, cancelled orders excluded)");
-    for h in read_models::sales_per_hour(&db, 3).await? {
+    for h in read_models::sales_per_hour(mongo, 3).await? {
         println!(
             "  {}  {:>4} orders  {:>12}",
-            h.hour.format("%Y-%m-%d %H:00Z"),
+            h.hour.to_chrono().format("%Y-%m-%d %H:00Z"),
             h.orders,
             euros(h.revenue_cents)
         );
     }
-    let a = read_models::receivables_ageing(&db, Utc::now()).await?;
+    let a = read_models::receivables_ageing(mongo, Utc::now()).await?;
     println!(
         "receivables     : {} open invoices, {} | current {} | 1-30 d {} | 31-60 d {} | 61-90 d {} | >90 d {}",
         a.open_invoices,
@@ -70,7 +70,7 @@ fn report(r: &FlowReport) {
         println!(
             "order {:<24} {:<10} {:<22} total {:>9}  invoice {:<28} payment {}{}",
             s.id,
-            s.status.as_deref().unwrap_or("?"),
+            s.status.map_or("?", |s| s.as_str()),
             lines.join(","),
             euros(s.total_cents.unwrap_or(0)),
             s.invoice.as_ref().map_or("-".into(), |i| format!(
