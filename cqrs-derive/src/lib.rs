@@ -1,8 +1,4 @@
-//! Derive macros of the cqrs toolkit, re-exported where their traits live: use them as
-//! `cqrs_core::DomainEvent` and `cqrs_mongo::ReadModel` (the generated code names those
-//! crates, so depend on them, as any user of the traits does).
-//!
-//! See the [`DomainEvent`](derive@DomainEvent) and [`ReadModel`](derive@ReadModel) derives.
+#![doc = include_str!("../README.md")]
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as Tokens};

@@ -107,12 +107,19 @@ pub(crate) fn deserialize<T: DeserializeOwned>(
     aggregate_type: &str,
     aggregate_id: &str,
 ) -> Result<T, ProjectionError> {
-    serde_json::from_value(value).map_err(|e| ProjectionError::Deserialize {
-        what: what.into(),
-        aggregate_type: aggregate_type.to_owned(),
-        aggregate_id: aggregate_id.to_owned(),
-        type_name: std::any::type_name::<T>(),
-        message: e.to_string(),
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        ProjectionError::Deserialize {
+            what: what.into(),
+            aggregate_type: aggregate_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            type_name: std::any::type_name::<T>(),
+            message: if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("field `{path}`: {}", e.into_inner())
+            },
+        }
     })
 }
 
