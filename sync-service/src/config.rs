@@ -234,6 +234,21 @@ pub struct RetryConfig {
     pub max_backoff_ms: u64,
 }
 
+impl RetryConfig {
+    /// The backoff policy: `initial_backoff_ms` doubling up to `max_backoff_ms`.
+    ///
+    /// ```
+    /// let retry = sync_service::config::RetryConfig::default();
+    /// assert_eq!(retry.backoff().initial().as_millis(), 100);
+    /// ```
+    pub fn backoff(&self) -> cqrs_core::backoff::Backoff {
+        cqrs_core::backoff::Backoff::exponential(
+            Duration::from_millis(self.initial_backoff_ms),
+            Duration::from_millis(self.max_backoff_ms),
+        )
+    }
+}
+
 impl Default for RetryConfig {
     fn default() -> Self {
         RetryConfig {

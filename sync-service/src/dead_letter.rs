@@ -4,19 +4,26 @@
 //! held back behind them (dead-lettered too, in order) until an operator replays or skips
 //! them (`sync-service dlq ...`), so a projection never applies an update on top of a
 //! missing one.
+//!
+//! Two small interfaces carry the I/O: a [`DeadLetterSink`] takes the original bytes (the
+//! Kafka topic, [`KafkaSink`]) and a [`LetterStore`] keeps the records that park keys
+//! (MongoDB, [`MongoLetters`]). [`DeadLetters`] holds the parked keys over them; its
+//! decisions are unit-tested with in-memory implementations.
+
+mod parked;
+mod stores;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use async_trait::async_trait;
 use base64::Engine;
-use bson::{Document, doc};
-use cqrs_mongo::MongoClient;
-use futures::TryStreamExt;
-use mongodb::Collection;
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use cqrs_kafka::Record;
 use serde::{Deserialize, Serialize};
+
+use parked::{Blocker, Parked};
+pub use stores::{KafkaSink, MongoLetters};
 
 /// Pipeline stage a message failed in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,11 +77,17 @@ pub struct KeyRef {
 }
 
 impl KeyRef {
-    /// The key of a message.
-    pub fn of(message: &OwnedMessage) -> Self {
+    /// The key of a record.
+    ///
+    /// ```
+    /// use sync_service::dead_letter::KeyRef;
+    /// let key = KeyRef::of(&cqrs_kafka::Record::new("t", 0, 0).with_key(b"k".to_vec()));
+    /// assert_eq!((key.topic.as_str(), key.key.as_str()), ("t", "aw=="));
+    /// ```
+    pub fn of(record: &Record) -> Self {
         KeyRef {
-            topic: message.topic().to_owned(),
-            key: message
+            topic: record.topic.clone(),
+            key: record
                 .key()
                 .map(|k| base64::engine::general_purpose::STANDARD.encode(k))
                 .unwrap_or_default(),
@@ -92,6 +105,21 @@ pub enum Status {
     Replayed,
     /// Dropped by an operator.
     Skipped,
+}
+
+impl Status {
+    /// The name stored in the records.
+    ///
+    /// ```
+    /// assert_eq!(sync_service::dead_letter::Status::Replayed.as_str(), "replayed");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Replayed => "replayed",
+            Status::Skipped => "skipped",
+        }
+    }
 }
 
 /// The MongoDB record of a dead letter (the bytes are in the dead-letter topic).
@@ -125,9 +153,38 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
-    /// The `_id` of a message's dead letter.
+    /// The `_id` of a message's dead letter (the record's [`Record::id`]).
+    ///
+    /// ```
+    /// assert_eq!(sync_service::dead_letter::DeadLetter::id_of("t", 1, 2), "t/1/2");
+    /// ```
     pub fn id_of(topic: &str, partition: i32, offset: i64) -> String {
         format!("{topic}/{partition}/{offset}")
+    }
+
+    /// The pending record of `record`, failed as `failure`.
+    ///
+    /// ```
+    /// use sync_service::dead_letter::{DeadLetter, Failure, Stage, Status};
+    /// let failure = Failure { stage: Stage::Decode, error: "bad bytes".into(), behind: None };
+    /// let letter = DeadLetter::pending(&cqrs_kafka::Record::new("t", 0, 9), &failure);
+    /// assert_eq!((letter.id.as_str(), letter.status), ("t/0/9", Status::Pending));
+    /// ```
+    pub fn pending(record: &Record, failure: &Failure) -> Self {
+        let key = KeyRef::of(record);
+        DeadLetter {
+            id: record.id(),
+            topic: key.topic,
+            partition: record.partition,
+            offset: record.offset,
+            key: key.key,
+            stage: failure.stage,
+            error: failure.error.clone(),
+            behind: failure.behind.clone(),
+            status: Status::Pending,
+            created_at: bson::DateTime::now(),
+            resolved_at: None,
+        }
     }
 }
 
@@ -172,107 +229,90 @@ pub enum DeadLetterError {
     /// MongoDB did not take the record.
     #[error("dead-letter records: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// Another store did not answer.
+    #[error("dead-letter records unavailable: {0}")]
+    Unavailable(String),
 }
 
-/// The dead-letter topic, the records collection and the set of parked keys.
+/// Where the original bytes of a dead letter go (the dead-letter topic).
 ///
-/// The records live in a collection of the MongoDB client's default database, looked up
-/// from the [`MongoClient`] handle at every operation: when the client is rebuilt (new
-/// credentials from Vault, see the `[vault]` section), the records follow the new client
-/// like every other write, instead of staying on the driver client of the start.
+/// ```
+/// use sync_service::dead_letter::{DeadLetterError, DeadLetterSink, Failure};
+///
+/// /// Drops dead letters on the floor (a test double).
+/// struct Nowhere;
+/// #[async_trait::async_trait]
+/// impl DeadLetterSink for Nowhere {
+///     async fn publish(&self, _: &cqrs_kafka::Record, _: &Failure) -> Result<(), DeadLetterError> {
+///         Ok(())
+///     }
+/// }
+/// ```
+#[async_trait]
+pub trait DeadLetterSink: Send + Sync + 'static {
+    /// Publishes `record` with headers describing `failure`. Idempotent enough: a
+    /// redelivered record is published again, and an operator replays each id once.
+    async fn publish(&self, record: &Record, failure: &Failure) -> Result<(), DeadLetterError>;
+}
+
+/// The records of dead letters, which park their keys (MongoDB: [`MongoLetters`]).
+#[async_trait]
+pub trait LetterStore: Send + Sync + 'static {
+    /// Stores `letter`, replacing a record of the same id (a redelivered record).
+    async fn save(&self, letter: &DeadLetter) -> Result<(), DeadLetterError>;
+    /// The pending records, of `keys` only when given.
+    async fn pending_of(&self, keys: Option<&[KeyRef]>)
+    -> Result<Vec<DeadLetter>, DeadLetterError>;
+    /// Of `ids`, those still pending.
+    async fn still_pending(&self, ids: &[String]) -> Result<HashSet<String>, DeadLetterError>;
+    /// Marks the pending records among `ids` resolved; returns how many changed.
+    async fn resolve(&self, ids: &[String], status: Status) -> Result<u64, DeadLetterError>;
+    /// One cheap request (the readiness probe).
+    async fn probe(&self) -> Result<(), DeadLetterError>;
+}
+
+/// The dead-letter path and the parked keys: what the pipeline asks before and after
+/// each batch.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// use std::sync::Arc;
+/// use rdkafka::producer::FutureProducer;
+/// use sync_service::dead_letter::{DeadLetters, KafkaSink, MongoLetters};
+///
+/// let producer: FutureProducer = rdkafka::ClientConfig::new()
+///     .set("bootstrap.servers", "127.0.0.1:9092")
+///     .create()?;
+/// let mongo = cqrs_mongo::MongoClient::from_uri("mongodb://127.0.0.1:27017/sync").await?;
+/// let dead_letters = DeadLetters::new(
+///     Arc::new(KafkaSink::new(producer, "sync-dlq")),
+///     Arc::new(MongoLetters::new(mongo, "_sync_dead_letters")),
+/// );
+/// dead_letters.refresh().await?;
+/// # Ok(()) }
+/// ```
 #[derive(Clone)]
 pub struct DeadLetters {
-    producer: FutureProducer,
-    topic: String,
-    mongo: MongoClient,
-    collection: String,
+    sink: Arc<dyn DeadLetterSink>,
+    store: Arc<dyn LetterStore>,
     parked: Arc<RwLock<Parked>>,
 }
 
-/// Keys held back, each with the dead letter its next messages wait behind (the latest
-/// pending one of the key), as the records say plus what this process parked and no
-/// refresh has read back yet: a refresh whose query ran before (or did not yet see) a
-/// record written here must not release its key, or the key's next change would be applied
-/// on top of the dead-lettered one.
-#[derive(Default)]
-struct Parked {
-    keys: HashMap<KeyRef, Blocker>,
-    unconfirmed: HashMap<KeyRef, (Blocker, Instant)>,
-}
-
-/// The dead letter a parked key waits behind: its id and where it sits in its partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Blocker {
-    id: String,
-    offset: i64,
-}
-
-impl Blocker {
-    /// Keeps the later of two blockers (messages of one key share a partition).
-    fn latest(self, other: Blocker) -> Blocker {
-        if other.offset > self.offset {
-            other
-        } else {
-            self
-        }
-    }
-}
-
-/// How long a key parked here stays parked without a refresh reading its record back
-/// (after that the records decide alone, so that a dead letter resolved before any refresh
-/// saw it cannot hold its key forever).
-const UNCONFIRMED_FOR: Duration = Duration::from_secs(60);
-
 impl DeadLetters {
-    /// Connects the pieces with no key parked: the dead-letter `topic` written by
-    /// `producer`, the records in `collection` of `mongo`'s default database.
-    /// [`DeadLetters::refresh`] loads the parked keys from the records (the service does
-    /// at start and then every few seconds; a replay does not, so that it can re-process
-    /// the messages it releases).
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// use rdkafka::producer::FutureProducer;
-    /// use sync_service::dead_letter::DeadLetters;
-    ///
-    /// let producer: FutureProducer = rdkafka::ClientConfig::new()
-    ///     .set("bootstrap.servers", "127.0.0.1:9092")
-    ///     .create()?;
-    /// let mongo = cqrs_mongo::MongoClient::from_uri("mongodb://127.0.0.1:27017/sync").await?;
-    /// let dead_letters = DeadLetters::new(producer, "sync-dlq".into(), mongo, "_sync_dead_letters");
-    /// dead_letters.ensure_indexes().await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn new(
-        producer: FutureProducer,
-        topic: String,
-        mongo: MongoClient,
-        collection: impl Into<String>,
-    ) -> Self {
+    /// The path with no key parked: [`DeadLetters::refresh`] loads the parked keys from the
+    /// records (the service does at start and then every few seconds; a replay does not,
+    /// so that it can re-process the messages it releases).
+    pub fn new(sink: Arc<dyn DeadLetterSink>, store: Arc<dyn LetterStore>) -> Self {
         DeadLetters {
-            producer,
-            topic,
-            mongo,
-            collection: collection.into(),
+            sink,
+            store,
             parked: Arc::default(),
         }
     }
 
-    /// The records collection, on the client current now (do not keep it across a
-    /// credential rotation: ask again).
-    ///
-    /// ```no_run
-    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> mongodb::error::Result<()> {
-    /// let pending = dead_letters.records().count_documents(bson::doc! { "status": "pending" }).await?;
-    /// # Ok(()) }
-    /// ```
-    pub fn records(&self) -> Collection<DeadLetter> {
-        self.mongo.default_database().collection(&self.collection)
-    }
-
-    /// The dead-letter topic.
-    pub fn topic(&self) -> &str {
-        &self.topic
+    /// The records.
+    pub fn store(&self) -> &Arc<dyn LetterStore> {
+        &self.store
     }
 
     /// The dead letter (`topic/partition/offset`) that holds the later messages of `key`
@@ -281,54 +321,36 @@ impl DeadLetters {
         self.parked
             .read()
             .ok()
-            .and_then(|p| p.keys.get(key).map(|b| b.id.clone()))
+            .and_then(|p| p.blocker(key).map(|b| b.id.clone()))
     }
 
     /// Pending records by key, the latest of each key.
     async fn pending_by_key(
         &self,
-        filter: Document,
+        keys: Option<&[KeyRef]>,
     ) -> Result<HashMap<KeyRef, Blocker>, DeadLetterError> {
-        let mut query = doc! { "status": "pending" };
-        query.extend(filter);
-        let mut keys: HashMap<KeyRef, Blocker> = HashMap::new();
-        let mut cursor = self.records().find(query).await?;
-        while let Some(record) = cursor.try_next().await? {
-            let blocker = Blocker {
-                id: record.id,
-                offset: record.offset,
-            };
+        let mut found: HashMap<KeyRef, Blocker> = HashMap::new();
+        for record in self.store.pending_of(keys).await? {
             let key = KeyRef {
                 topic: record.topic,
                 key: record.key,
             };
-            let merged = match keys.remove(&key) {
-                Some(known) => known.latest(blocker),
-                None => blocker,
+            let blocker = Blocker {
+                id: record.id,
+                offset: record.offset,
             };
-            keys.insert(key, merged);
+            parked::merge(&mut found, key, blocker);
         }
-        Ok(keys)
+        Ok(found)
     }
 
     /// Reloads the parked keys from the records (an operator may have resolved some).
+    /// Returns how many keys are parked.
     pub async fn refresh(&self) -> Result<usize, DeadLetterError> {
-        let mut keys = self.pending_by_key(doc! {}).await?;
-        if let Ok(mut parked) = self.parked.write() {
-            parked
-                .unconfirmed
-                .retain(|key, (_, at)| !keys.contains_key(key) && at.elapsed() < UNCONFIRMED_FOR);
-            for (key, (blocker, _)) in &parked.unconfirmed {
-                let merged = match keys.remove(key) {
-                    Some(known) => known.latest(blocker.clone()),
-                    None => blocker.clone(),
-                };
-                keys.insert(key.clone(), merged);
-            }
-            parked.keys = keys;
-            return Ok(parked.keys.len());
-        }
-        Ok(keys.len())
+        let found = self.pending_by_key(None).await?;
+        let mut parked = self.write();
+        parked.refreshed(found, Instant::now());
+        Ok(parked.len())
     }
 
     /// Asks the records again about `keys` (parked here as of the last refresh) and
@@ -339,27 +361,8 @@ impl DeadLetters {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let or: Vec<Document> = keys
-            .iter()
-            .map(|k| doc! { "topic": &k.topic, "key": &k.key })
-            .collect();
-        let still = self.pending_by_key(doc! { "$or": or }).await?;
-        let mut released = Vec::new();
-        if let Ok(mut parked) = self.parked.write() {
-            for key in keys {
-                match still.get(key) {
-                    Some(blocker) => {
-                        parked.keys.insert(key.clone(), blocker.clone());
-                    }
-                    None => {
-                        parked.keys.remove(key);
-                        parked.unconfirmed.remove(key);
-                        released.push(key.clone());
-                    }
-                }
-            }
-        }
-        Ok(released)
+        let still = self.pending_by_key(Some(keys)).await?;
+        Ok(self.write().rechecked(keys, &still))
     }
 
     /// Of the dead letters `ids`, those still pending.
@@ -367,148 +370,51 @@ impl DeadLetters {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let mut found = HashSet::new();
-        let mut cursor = self
-            .records()
-            .find(doc! { "_id": { "$in": ids }, "status": "pending" })
-            .projection(doc! { "_id": 1 })
-            .await?;
-        while let Some(record) = cursor.try_next().await? {
-            found.insert(record.id);
-        }
-        Ok(found)
+        self.store.still_pending(ids).await
     }
 
     /// Releases `key` here (its records were resolved by this process).
     pub fn release(&self, key: &KeyRef) {
-        if let Ok(mut parked) = self.parked.write() {
-            parked.keys.remove(key);
-            parked.unconfirmed.remove(key);
-        }
+        self.write().release(key);
     }
 
-    /// One cheap request to the records' database (the readiness probe).
+    /// One cheap request to the records (the readiness probe).
     pub async fn probe(&self) -> Result<(), DeadLetterError> {
-        self.mongo
-            .default_database()
-            .run_command(doc! { "ping": 1 })
+        self.store.probe().await
+    }
+
+    /// Publishes a record to the dead-letter topic and records it as pending, parking its
+    /// key. Idempotent: a redelivered record overwrites its own record.
+    pub async fn send(&self, record: &Record, failure: &Failure) -> Result<(), DeadLetterError> {
+        self.sink.publish(record, failure).await?;
+        self.store
+            .save(&DeadLetter::pending(record, failure))
             .await?;
-        Ok(())
-    }
-
-    /// Creates the indexes the records need.
-    pub async fn ensure_indexes(&self) -> Result<(), DeadLetterError> {
-        let index = mongodb::IndexModel::builder()
-            .keys(doc! { "status": 1, "topic": 1, "key": 1 })
-            .build();
-        self.records().create_index(index).await?;
-        Ok(())
-    }
-
-    /// Sends a message to the dead-letter topic and records it as pending, parking its
-    /// key. Idempotent: a redelivered message overwrites its own record.
-    pub async fn send(
-        &self,
-        message: &OwnedMessage,
-        failure: &Failure,
-    ) -> Result<(), DeadLetterError> {
-        let offset = message.offset().to_string();
-        let partition = message.partition().to_string();
-        let mut out = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for h in original.iter() {
-                out = out.insert(Header {
-                    key: h.key,
-                    value: h.value,
-                });
-            }
-        }
-        let mut added = vec![
-            (headers::STAGE, failure.stage.as_str()),
-            (headers::ERROR, failure.error.as_str()),
-            (headers::TOPIC, message.topic()),
-            (headers::PARTITION, partition.as_str()),
-            (headers::OFFSET, offset.as_str()),
-        ];
-        if let Some(behind) = &failure.behind {
-            added.push((headers::BEHIND, behind.as_str()));
-        }
-        for (key, value) in added {
-            out = out.insert(Header {
-                key,
-                value: Some(value),
-            });
-        }
-        let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic).headers(out);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        self.producer
-            .send(record, Duration::from_secs(30))
-            .await
-            .map_err(|(e, _)| DeadLetterError::Produce {
-                topic: self.topic.clone(),
-                message: e.to_string(),
-            })?;
-
-        let key = KeyRef::of(message);
-        let id = DeadLetter::id_of(message.topic(), message.partition(), message.offset());
-        let record = DeadLetter {
-            id: id.clone(),
-            topic: key.topic.clone(),
-            partition: message.partition(),
-            offset: message.offset(),
-            key: key.key.clone(),
-            stage: failure.stage,
-            error: failure.error.clone(),
-            behind: failure.behind.clone(),
-            status: Status::Pending,
-            created_at: bson::DateTime::now(),
-            resolved_at: None,
+        let blocker = Blocker {
+            id: record.id(),
+            offset: record.offset,
         };
-        self.records()
-            .replace_one(doc! { "_id": &id }, &record)
-            .upsert(true)
-            .await?;
-        if let Ok(mut parked) = self.parked.write() {
-            let blocker = Blocker {
-                id,
-                offset: message.offset(),
-            };
-            let merged = match parked.keys.remove(&key) {
-                Some(known) => known.latest(blocker),
-                None => blocker,
-            };
-            parked
-                .unconfirmed
-                .insert(key.clone(), (merged.clone(), Instant::now()));
-            parked.keys.insert(key, merged);
-        }
+        self.write()
+            .park(KeyRef::of(record), blocker, Instant::now());
         Ok(())
     }
 
     /// Marks records resolved.
     pub async fn resolve(&self, ids: &[String], status: Status) -> Result<u64, DeadLetterError> {
-        let update = doc! { "$set": { "status": bson::to_bson(&status).unwrap_or_default(), "resolved_at": bson::DateTime::now() } };
-        let result = self
-            .records()
-            .update_many(doc! { "_id": { "$in": ids }, "status": "pending" }, update)
-            .await?;
-        Ok(result.modified_count)
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        self.store.resolve(ids, status).await
     }
 
-    /// Pending records, oldest first, optionally of one topic.
-    pub async fn pending(&self, filter: Document) -> Result<Vec<DeadLetter>, DeadLetterError> {
-        let mut query = doc! { "status": "pending" };
-        query.extend(filter);
-        let cursor = self
-            .records()
-            .find(query)
-            .sort(doc! { "created_at": 1, "topic": 1, "partition": 1, "offset": 1 })
-            .await?;
-        Ok(cursor.try_collect().await?)
+    /// The parked keys, for writing. A poisoned lock (a panic while holding it) still holds
+    /// consistent state: every mutation is a few map operations.
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Parked> {
+        self.parked
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests;

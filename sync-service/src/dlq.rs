@@ -4,17 +4,18 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use bson::doc;
+use cqrs_kafka::Record;
 use futures::StreamExt;
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::{Offset, Timestamp, TopicPartitionList};
+use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
-use crate::dead_letter::{DeadLetter, Status, headers};
+use crate::dead_letter::{DeadLetter, LetterStore, MongoLetters, Status, headers};
 use crate::map::Projections;
-
-use crate::service::{ServiceError, build_pipeline};
+use crate::runtime::{assemble, connect_mongo};
+use crate::service::ServiceError;
 
 /// Which dead letters a command acts on.
 #[derive(Debug, Clone, Default)]
@@ -49,26 +50,38 @@ pub struct ReplayReport {
     pub missing: usize,
 }
 
+/// The records of `config` (through Vault with the `[vault]` section), and what must live
+/// as long as they are used.
+async fn letters(
+    config: &SyncConfig,
+) -> Result<(MongoLetters, crate::runtime::KeepAlive), ServiceError> {
+    let (mongo, keep_alive) = connect_mongo(config).await?;
+    let letters = MongoLetters::new(mongo, config.mongodb.dead_letter_collection.clone());
+    Ok((letters, keep_alive))
+}
+
 /// Pending dead letters matching `selection`, oldest first.
 pub async fn list(
     config: &SyncConfig,
     selection: &Selection,
 ) -> Result<Vec<DeadLetter>, ServiceError> {
-    let pipeline = build_pipeline(config, Projections::default()).await?;
-    Ok(pipeline.dead_letters.pending(selection.filter()).await?)
+    let (letters, _keep_alive) = letters(config).await?;
+    Ok(letters.pending(selection.filter()).await?)
 }
 
 /// Marks the selected pending dead letters skipped: their keys flow again.
 pub async fn skip(config: &SyncConfig, selection: &Selection) -> Result<u64, ServiceError> {
-    let pipeline = build_pipeline(config, Projections::default()).await?;
-    let ids: Vec<String> = pipeline
-        .dead_letters
+    let (letters, _keep_alive) = letters(config).await?;
+    let ids: Vec<String> = letters
         .pending(selection.filter())
         .await?
         .into_iter()
         .map(|d| d.id)
         .collect();
-    Ok(pipeline.dead_letters.resolve(&ids, Status::Skipped).await?)
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    Ok(letters.resolve(&ids, Status::Skipped).await?)
 }
 
 /// Re-processes the selected dead letters in their original order through `projections`
@@ -80,7 +93,9 @@ pub async fn replay(
     projections: Projections,
     selection: &Selection,
 ) -> Result<ReplayReport, ServiceError> {
-    let pipeline = build_pipeline(config, projections).await?;
+    let (mongo, keep_alive) = connect_mongo(config).await?;
+    let letters = MongoLetters::new(mongo.clone(), config.mongodb.dead_letter_collection.clone());
+    let pipeline = assemble(config, projections, mongo, keep_alive).await?;
     if let Some(registry) = pipeline.decoder.registry() {
         // A fix usually means the registry learnt a schema: ask again at once.
         registry.forget_failures();
@@ -88,7 +103,7 @@ pub async fn replay(
     let mut report = ReplayReport::default();
     let mut selection = selection.clone();
     for _round in 0..5 {
-        let pending = pipeline.dead_letters.pending(selection.filter()).await?;
+        let pending = letters.pending(selection.filter()).await?;
         if pending.is_empty() {
             break;
         }
@@ -100,13 +115,9 @@ pub async fn replay(
         if pipeline.process(&messages, &shutdown).await.is_err() {
             break;
         }
-        let ids: Vec<String> = messages
-            .iter()
-            .map(|m| DeadLetter::id_of(m.topic(), m.partition(), m.offset()))
-            .collect();
+        let ids: Vec<String> = messages.iter().map(Record::id).collect();
         // Those dead-lettered again got a fresh record; the others are resolved.
-        let resolved = pipeline
-            .dead_letters
+        let resolved = letters
             .records()
             .update_many(
                 doc! { "_id": { "$in": &ids }, "status": "pending", "created_at": { "$lt": started } },
@@ -125,10 +136,7 @@ pub async fn replay(
             ids: Vec::new(),
             topic: None,
         };
-        let more = pipeline
-            .dead_letters
-            .pending(doc! { "key": { "$in": keys } })
-            .await?;
+        let more = letters.pending(doc! { "key": { "$in": keys } }).await?;
         if more.is_empty() {
             break;
         }
@@ -142,7 +150,7 @@ pub async fn replay(
 async fn read_dead_letters(
     config: &SyncConfig,
     wanted: &HashSet<String>,
-) -> Result<Vec<OwnedMessage>, ServiceError> {
+) -> Result<Vec<Record>, ServiceError> {
     let mut kafka = config.kafka.clone();
     kafka.group_id = format!(
         "{}-dlq-replay-{}",
@@ -175,7 +183,7 @@ async fn read_dead_letters(
         let Some(original) = original_of(&message.detach()) else {
             continue;
         };
-        let id = DeadLetter::id_of(original.topic(), original.partition(), original.offset());
+        let id = original.id();
         if wanted.contains(&id) && seen.insert(id) {
             found.push(original);
         }
@@ -183,13 +191,13 @@ async fn read_dead_letters(
     Ok(found)
 }
 
-/// Rebuilds the original message from a dead-letter message.
-fn original_of(dead: &OwnedMessage) -> Option<OwnedMessage> {
+/// Rebuilds the original record from a dead-letter message.
+fn original_of(dead: &OwnedMessage) -> Option<Record> {
     let headers_in = dead.headers()?;
     let mut topic = None;
     let mut partition = None;
     let mut offset = None;
-    let mut kept = OwnedHeaders::new();
+    let mut kept = Vec::new();
     for h in headers_in.iter() {
         let text = h.value.and_then(|v| std::str::from_utf8(v).ok());
         match h.key {
@@ -197,21 +205,12 @@ fn original_of(dead: &OwnedMessage) -> Option<OwnedMessage> {
             headers::PARTITION => partition = text.and_then(|t| t.parse().ok()),
             headers::OFFSET => offset = text.and_then(|t| t.parse().ok()),
             k if k.starts_with("sync.dlq.") => {}
-            k => {
-                kept = kept.insert(Header {
-                    key: k,
-                    value: h.value,
-                })
-            }
+            k => kept.push(cqrs_kafka::Header::new(k, h.value.map(<[u8]>::to_vec))),
         }
     }
-    Some(OwnedMessage::new(
-        dead.payload().map(<[u8]>::to_vec),
-        dead.key().map(<[u8]>::to_vec),
-        topic?,
-        Timestamp::NotAvailable,
-        partition?,
-        offset?,
-        Some(kept),
-    ))
+    let mut record = Record::new(topic?, partition?, offset?);
+    record.key = dead.key().map(<[u8]>::to_vec);
+    record.value = dead.payload().map(<[u8]>::to_vec);
+    record.headers = kept;
+    Some(record)
 }

@@ -3,8 +3,10 @@
 //!
 //! The pipeline is a chain of stages, each in its own module:
 //!
-//! 1. [`source`]: the Kafka consumer group; offsets are stored only once a batch's writes
-//!    are acknowledged (or its messages dead-lettered) and committed on a timer,
+//! 1. [`source`]: the Kafka consumer group, run by the toolkit's consumer loop
+//!    (`cqrs-kafka`, shared with `cqrs-saga`); offsets are stored only once a batch's
+//!    writes are acknowledged (or its messages dead-lettered) and committed on a timer,
+//!    at shutdown and before a revocation,
 //! 2. [`decode`]: a record's key and value bytes into a [`decode::Datum`] plus, when the
 //!    format carries one, its Kafka Connect schema ([`decode::ConnectSchema`]). Confluent
 //!    wire-format Avro against the Schema Registry, Kafka Connect JSON with or without
@@ -18,10 +20,16 @@
 //!    projections ([`cqrs_core::Projection`]),
 //! 6. [`write`](mod@crate::write): guarded bulk writes through `cqrs-mongo`, checkpoints in the same request,
 //!    retried with backoff while MongoDB is away,
-//! 7. commit: [`pipeline`] returns the offsets a batch settled and [`service`] stores them.
+//! 7. commit: once [`pipeline`] settled a batch, the loop stores its offsets.
 //!
 //! Failures go to the [`dead_letter`] topic and park their key; [`dlq`] holds the operator
-//! commands. [`SyncService`] runs it all; [`config`] reads `sync.toml`.
+//! commands. [`progress`] follows each projection's checkpoints. [`SyncService`] runs it
+//! all ([`runtime`]); [`config`] reads `sync.toml`.
+//!
+//! The stages behind the loop take records in and give writes out through small
+//! interfaces ([`write::ReadStore`], [`dead_letter::DeadLetterSink`],
+//! [`dead_letter::LetterStore`]), so the pipeline's decisions are unit-tested with
+//! in-memory implementations; the end-to-end tests run it against the real stack.
 //!
 //! ```
 //! use sync_service::decode::{Decoder, Format, RawRecord};
@@ -53,13 +61,17 @@ pub mod decode;
 pub mod dlq;
 mod embedded;
 pub mod envelope;
+mod http;
 pub mod map;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod runtime;
 pub mod service;
 pub mod source;
 pub mod telemetry;
+#[cfg(test)]
+mod testing;
 pub mod truncate;
 pub mod types;
 pub mod write;

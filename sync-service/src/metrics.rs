@@ -39,6 +39,17 @@ pub struct PartitionLabel {
     pub partition: i32,
 }
 
+/// Label of per-projection, per-partition series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProjectionPartitionLabel {
+    /// Projection name.
+    pub projection: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+}
+
 /// Label of skipped-message series.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -47,6 +58,11 @@ pub struct KindLabel {
 }
 
 /// Every metric the service exports.
+///
+/// ```
+/// let metrics = sync_service::metrics::Metrics::new();
+/// assert!(metrics.render().contains("sync_batch_size_count 0"));
+/// ```
 #[derive(Clone)]
 pub struct Metrics {
     /// Messages consumed per topic.
@@ -70,6 +86,12 @@ pub struct Metrics {
     pub lag: Family<PartitionLabel, Gauge>,
     /// Committed offset per partition.
     pub committed: Family<PartitionLabel, Gauge>,
+    /// Offset of the last message each projection settled, per partition: its checkpoint
+    /// in MongoDB (`[mongodb] checkpoint_collection`).
+    pub projection_offset: Family<ProjectionPartitionLabel, Gauge>,
+    /// Messages of the partition after the projection's checkpoint (high watermark from
+    /// librdkafka's statistics).
+    pub projection_lag: Family<ProjectionPartitionLabel, Gauge>,
     /// Generation of the MongoDB client when the last batch was written: 0 for the client
     /// of the start, +1 at every rebuild (a new Vault secret version, `[vault]` section).
     pub mongodb_client_generation: Gauge,
@@ -135,6 +157,18 @@ impl Metrics {
             "Committed offset per partition",
             committed.clone(),
         );
+        let projection_offset = Family::<ProjectionPartitionLabel, Gauge>::default();
+        let projection_lag = Family::<ProjectionPartitionLabel, Gauge>::default();
+        registry.register(
+            "projection_offset",
+            "Offset of the last message a projection settled per partition (its checkpoint)",
+            projection_offset.clone(),
+        );
+        registry.register(
+            "projection_lag",
+            "Messages of the partition after the projection's checkpoint",
+            projection_lag.clone(),
+        );
         let mongodb_client_generation = Gauge::default();
         registry.register(
             "mongodb_client_generation",
@@ -179,16 +213,49 @@ impl Metrics {
             end_to_end_latency,
             lag,
             committed,
+            projection_offset,
+            projection_lag,
             mongodb_client_generation,
             registry: Arc::new(registry),
         }
     }
 
+    /// Drops the per-partition series of `partitions` (revoked: another instance reports
+    /// them now, and a stale series would count their lag twice).
+    ///
+    /// ```
+    /// use sync_service::metrics::{Metrics, PartitionLabel};
+    /// let metrics = Metrics::new();
+    /// metrics.lag.get_or_create(&PartitionLabel { topic: "t".into(), partition: 0 }).set(3);
+    /// metrics.forget_partitions(&[("t".to_string(), 0)]);
+    /// assert!(!metrics.render().contains("partition=\"0\""));
+    /// ```
+    pub fn forget_partitions(&self, partitions: &[(String, i32)]) {
+        for (topic, partition) in partitions {
+            let label = PartitionLabel {
+                topic: topic.clone(),
+                partition: *partition,
+            };
+            self.lag.remove(&label);
+            self.committed.remove(&label);
+        }
+    }
+
     /// The text exposition format.
+    ///
+    /// ```
+    /// assert!(sync_service::metrics::Metrics::new().render().ends_with("# EOF\n"));
+    /// ```
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
     }
 }

@@ -1,25 +1,34 @@
-//! One batch through the stages: decode, envelope, map, write, dead-letter; the offsets
-//! to store come out at the end, only for messages whose fate is settled.
+//! One batch through the stages: decode, envelope, map, write, dead-letter. A batch is
+//! settled when every record in it is applied, found stale, skipped or dead-lettered; the
+//! consumer loop then stores its offsets.
+//!
+//! The decisions that keep a key in order live here: a record whose key is parked behind
+//! a dead letter is held back (dead-lettered behind it), a record failing at any stage
+//! parks its key for the rest of the batch, a key an operator released is asked again
+//! before the batch (it flows at once), and records held back behind a dead letter that
+//! was resolved while the batch ran are processed again in the same call. They are
+//! unit-tested with in-memory sinks (`pipeline/tests.rs`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
-use std::sync::Arc;
+mod plan;
+mod trace;
 
-use cqrs_mongo::{CheckpointUpdate, ItemOutcome};
+use std::collections::HashMap;
+
+use cqrs_core::backoff::Backoff;
+use cqrs_kafka::Record;
+use cqrs_mongo::ItemOutcome;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
-use rdkafka::message::{Headers, Message, OwnedMessage};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::dead_letter::{DeadLetter, DeadLetters, Failure, KeyRef, Stage, Status};
-use cqrs_core::outbox::IntegrationEvent;
-
-use crate::decode::{DecodeError, DecodedRecord, Decoder, RawRecord};
-use crate::envelope::{EnvelopeParser, Event};
+use crate::dead_letter::{DeadLetters, Failure, KeyRef, Stage, Status};
+use crate::decode::Decoder;
+use crate::envelope::EnvelopeParser;
 use crate::map::{Planned, Projections};
-use crate::metrics::{KindLabel, Metrics, ProjectionLabel, StageLabel, TopicLabel};
-use crate::write::{Backoff, Interrupted, Writer};
+use crate::metrics::{KindLabel, Metrics, StageLabel, TopicLabel};
+use crate::progress::ProjectionProgress;
+use crate::write::{Interrupted, Writer, retry};
 
 /// What happened to one message.
 #[derive(Debug)]
@@ -27,13 +36,10 @@ enum Fate {
     /// Nothing to project (heartbeat, tombstone, unmapped table...).
     Skipped(&'static str),
     /// Its writes are `planned[range]`; the change was committed at `committed_ms`.
-    Planned(Range<usize>, Option<i64>),
+    Planned(std::ops::Range<usize>, Option<i64>),
     /// Dead-lettered.
     Failed(Failure),
 }
-
-/// Where the offsets of a batch stand: the next offset per topic and partition.
-pub type Offsets = BTreeMap<(String, i32), i64>;
 
 /// Summary of a processed batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -46,8 +52,6 @@ pub struct BatchReport {
     pub skipped: usize,
     /// Messages dead-lettered (failed or held back).
     pub dead_lettered: usize,
-    /// Next offset per partition.
-    pub offsets: Offsets,
 }
 
 /// The stages, shared by every partition worker.
@@ -64,6 +68,8 @@ pub struct Pipeline {
     pub dead_letters: DeadLetters,
     /// Metrics.
     pub metrics: Metrics,
+    /// Checkpoints per projection.
+    pub progress: std::sync::Arc<ProjectionProgress>,
     /// Backoff of transient failures.
     pub backoff: Backoff,
     /// What must live as long as the pipeline (the Vault client renewing its token and
@@ -77,7 +83,7 @@ impl Pipeline {
     /// which case nothing of the batch may be committed.
     pub async fn process(
         &self,
-        batch: &[OwnedMessage],
+        batch: &[Record],
         shutdown: &CancellationToken,
     ) -> Result<BatchReport, Interrupted> {
         let span = tracing::info_span!(
@@ -89,6 +95,14 @@ impl Pipeline {
         if trace_id != opentelemetry::trace::TraceId::INVALID {
             span.record("trace_id", tracing::field::display(trace_id));
         }
+        for record in batch {
+            self.metrics
+                .consumed
+                .get_or_create(&TopicLabel {
+                    topic: record.topic.clone(),
+                })
+                .inc();
+        }
         self.process_in(batch, shutdown, &span)
             .instrument(span.clone())
             .await
@@ -96,19 +110,15 @@ impl Pipeline {
 
     async fn process_in(
         &self,
-        batch: &[OwnedMessage],
+        batch: &[Record],
         shutdown: &CancellationToken,
         batch_span: &tracing::Span,
     ) -> Result<BatchReport, Interrupted> {
-        let (mut report, mut orphans) = self
-            .process_round(batch, true, shutdown, batch_span)
-            .await?;
+        let (mut report, mut orphans) = self.process_round(batch, shutdown, batch_span).await?;
         // Messages held back behind a dead letter an operator resolved while this batch
         // ran: nothing holds them any more, so they are processed now (in order).
         while !orphans.is_empty() {
-            let (more, next) = self
-                .process_round(&orphans, false, shutdown, batch_span)
-                .await?;
+            let (more, next) = self.process_round(&orphans, shutdown, batch_span).await?;
             report.applied += more.applied;
             report.stale += more.stale;
             report.skipped += more.skipped;
@@ -123,22 +133,26 @@ impl Pipeline {
     /// `dlq skip` / `dlq replay` releases them at once.
     async fn recheck_parked(
         &self,
-        batch: &[OwnedMessage],
+        batch: &[Record],
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         let mut parked: Vec<KeyRef> = Vec::new();
-        for message in batch {
-            let key = KeyRef::of(message);
+        for record in batch {
+            let key = KeyRef::of(record);
             if self.dead_letters.parked(&key).is_some() && !parked.contains(&key) {
                 parked.push(key);
             }
         }
-        let mut attempt = 0;
-        while let Err(e) = self.dead_letters.recheck(&parked).await {
-            tracing::warn!(error = %e, attempt, "cannot recheck parked keys; retrying");
-            self.backoff.wait(attempt, shutdown).await?;
-            attempt += 1;
+        if parked.is_empty() {
+            return Ok(());
         }
+        retry(
+            &self.backoff,
+            shutdown,
+            "cannot recheck parked keys",
+            || self.dead_letters.recheck(&parked),
+        )
+        .await?;
         Ok(())
     }
 
@@ -146,11 +160,10 @@ impl Pipeline {
     /// letter that was resolved meanwhile (to process again).
     async fn process_round(
         &self,
-        batch: &[OwnedMessage],
-        first: bool,
+        batch: &[Record],
         shutdown: &CancellationToken,
         batch_span: &tracing::Span,
-    ) -> Result<(BatchReport, Vec<OwnedMessage>), Interrupted> {
+    ) -> Result<(BatchReport, Vec<Record>), Interrupted> {
         let mut fates = Vec::with_capacity(batch.len());
         let mut upstream: Vec<Option<SpanContext>> = Vec::with_capacity(batch.len());
         let mut planned: Vec<Planned> = Vec::new();
@@ -158,16 +171,8 @@ impl Pipeline {
         // Keys held back behind a dead letter of an earlier batch, with that dead letter.
         let mut held_by_earlier: HashMap<KeyRef, String> = HashMap::new();
         self.recheck_parked(batch, shutdown).await?;
-        for message in batch {
-            if first {
-                self.metrics
-                    .consumed
-                    .get_or_create(&TopicLabel {
-                        topic: message.topic().to_owned(),
-                    })
-                    .inc();
-            }
-            let key = KeyRef::of(message);
+        for record in batch {
+            let key = KeyRef::of(record);
             let behind = match failed_keys.get(&key) {
                 Some(id) => Some(id.clone()),
                 None => self.dead_letters.parked(&key).inspect(|blocker| {
@@ -180,30 +185,37 @@ impl Pipeline {
                     error: "held back behind an earlier dead letter of the same key".into(),
                     behind,
                 });
-                (held, upstream_of(message, None))
+                (held, trace::upstream_of(record, None))
             } else {
-                self.plan(message, &mut planned, shutdown).await?
+                self.plan(record, &mut planned, shutdown).await?
             };
             if let Some(context) = &context {
                 batch_span.add_link(context.clone());
             }
             upstream.push(context);
             if matches!(fate, Fate::Failed(_)) {
-                failed_keys.insert(
-                    key,
-                    DeadLetter::id_of(message.topic(), message.partition(), message.offset()),
-                );
+                failed_keys.insert(key, record.id());
             }
             fates.push(fate);
         }
 
-        let checkpoints = checkpoints(batch, &fates, &planned);
+        let reads = batch.iter().zip(&fates).flat_map(|(record, fate)| {
+            let range = match fate {
+                Fate::Planned(range, _) => range.clone(),
+                _ => 0..0,
+            };
+            planned[range]
+                .iter()
+                .map(|p| (record.topic.as_str(), p.projection()))
+        });
+        let checkpoints = self.progress.checkpoints(batch, reads);
         let written = self
             .writer
-            .write(&planned, checkpoints, shutdown)
+            .write(&planned, checkpoints.clone(), shutdown)
             .instrument(tracing::info_span!("sync.write", writes = planned.len()))
             .await?;
-        trace_projections(&planned, &written.outcomes);
+        self.progress.saved(&checkpoints);
+        trace::projections(&planned, &written.outcomes);
         self.metrics
             .write_latency
             .observe(written.latency.as_secs_f64());
@@ -213,49 +225,17 @@ impl Pipeline {
             .set(i64::try_from(self.writer.client_generation()).unwrap_or(i64::MAX));
 
         let mut report = BatchReport::default();
-        // Keys whose write failed in this batch: the writer held their later writes back.
+        // Keys whose write failed in this batch: the store held their later writes back.
         let mut write_failed: HashMap<KeyRef, String> = HashMap::new();
-        for ((message, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
-            // Stale writes (redelivery, replay) made nothing visible: no latency to record.
-            let mut applied_any = false;
-            if let Fate::Planned(range, _) = fate {
-                let range = range.clone();
-                for (p, outcome) in planned[range.clone()].iter().zip(&written.outcomes[range]) {
-                    let projection = projection_of(p);
-                    match outcome {
-                        ItemOutcome::Applied => {
-                            applied_any = true;
-                            report.applied += 1;
-                            self.metrics.applied.get_or_create(&projection).inc();
-                        }
-                        ItemOutcome::Stale => {
-                            report.stale += 1;
-                            self.metrics.stale.get_or_create(&projection).inc();
-                        }
-                        ItemOutcome::Failed(e) => {
-                            let key = KeyRef::of(message);
-                            let behind = write_failed.get(&key).cloned();
-                            *fate = Fate::Failed(Failure {
-                                stage: if behind.is_some() {
-                                    Stage::HeldBack
-                                } else {
-                                    Stage::Write
-                                },
-                                error: e.to_string(),
-                                behind,
-                            });
-                            write_failed.entry(key).or_insert_with(|| {
-                                DeadLetter::id_of(
-                                    message.topic(),
-                                    message.partition(),
-                                    message.offset(),
-                                )
-                            });
-                            break;
-                        }
-                    }
-                }
-            }
+        for ((record, fate), context) in batch.iter().zip(fates.iter_mut()).zip(&upstream) {
+            let applied_any = self.settle_writes(
+                record,
+                fate,
+                &planned,
+                &written.outcomes,
+                &mut write_failed,
+                &mut report,
+            );
             match fate {
                 Fate::Skipped(kind) => {
                     report.skipped += 1;
@@ -267,9 +247,10 @@ impl Pipeline {
                         .inc();
                 }
                 Fate::Failed(failure) => {
-                    self.dead_letter(message, failure, shutdown).await?;
+                    self.dead_letter(record, failure, shutdown).await?;
                     report.dead_lettered += 1;
                 }
+                // Stale writes (redelivery, replay) made nothing visible: no latency.
                 Fate::Planned(_, Some(committed_ms)) if applied_any => {
                     let now_ms = chrono::Utc::now().timestamp_millis();
                     let seconds = (now_ms - *committed_ms).max(0) as f64 / 1000.0;
@@ -278,16 +259,61 @@ impl Pipeline {
                 Fate::Planned(..) => {}
             }
             if let Some(context) = context {
-                trace_apply(message, fate, context);
+                trace::apply(record, fate, context);
             }
-            let next = report
-                .offsets
-                .entry((message.topic().to_owned(), message.partition()))
-                .or_insert(0);
-            *next = (*next).max(message.offset() + 1);
         }
         let orphans = self.orphans(batch, &held_by_earlier, shutdown).await?;
         Ok((report, orphans))
+    }
+
+    /// Counts the outcomes of a planned record's writes; a failed write turns the record
+    /// into a dead letter (held back behind the first failure of its key in this batch).
+    /// Returns whether any of its writes applied.
+    fn settle_writes(
+        &self,
+        record: &Record,
+        fate: &mut Fate,
+        planned: &[Planned],
+        outcomes: &[ItemOutcome],
+        write_failed: &mut HashMap<KeyRef, String>,
+        report: &mut BatchReport,
+    ) -> bool {
+        let Fate::Planned(range, _) = fate else {
+            return false;
+        };
+        let range = range.clone();
+        let mut applied_any = false;
+        for (p, outcome) in planned[range.clone()].iter().zip(&outcomes[range]) {
+            let projection = trace::projection_label(p);
+            match outcome {
+                ItemOutcome::Applied => {
+                    applied_any = true;
+                    report.applied += 1;
+                    self.metrics.applied.get_or_create(&projection).inc();
+                }
+                ItemOutcome::Stale => {
+                    report.stale += 1;
+                    self.metrics.stale.get_or_create(&projection).inc();
+                }
+                ItemOutcome::Failed(e) => {
+                    let key = KeyRef::of(record);
+                    let behind = write_failed.get(&key).cloned();
+                    let stage = if behind.is_some() {
+                        Stage::HeldBack
+                    } else {
+                        Stage::Write
+                    };
+                    *fate = Fate::Failed(Failure {
+                        stage,
+                        error: e.to_string(),
+                        behind,
+                    });
+                    write_failed.entry(key).or_insert_with(|| record.id());
+                    break;
+                }
+            }
+        }
+        applied_any
     }
 
     /// Of the keys held back behind dead letters of earlier batches, those whose dead
@@ -296,25 +322,18 @@ impl Pipeline {
     /// that no record of a released key stays pending behind nothing.
     async fn orphans(
         &self,
-        batch: &[OwnedMessage],
+        batch: &[Record],
         held_by_earlier: &HashMap<KeyRef, String>,
         shutdown: &CancellationToken,
-    ) -> Result<Vec<OwnedMessage>, Interrupted> {
+    ) -> Result<Vec<Record>, Interrupted> {
         if held_by_earlier.is_empty() {
             return Ok(Vec::new());
         }
         let blockers: Vec<String> = held_by_earlier.values().cloned().collect();
-        let mut attempt = 0;
-        let pending = loop {
-            match self.dead_letters.still_pending(&blockers).await {
-                Ok(pending) => break pending,
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "cannot check dead letters; retrying");
-                    self.backoff.wait(attempt, shutdown).await?;
-                    attempt += 1;
-                }
-            }
-        };
+        let pending = retry(&self.backoff, shutdown, "cannot check dead letters", || {
+            self.dead_letters.still_pending(&blockers)
+        })
+        .await?;
         let released: Vec<&KeyRef> = held_by_earlier
             .iter()
             .filter(|(_, blocker)| !pending.contains(*blocker))
@@ -323,21 +342,19 @@ impl Pipeline {
         if released.is_empty() {
             return Ok(Vec::new());
         }
-        let orphans: Vec<OwnedMessage> = batch
+        let orphans: Vec<Record> = batch
             .iter()
-            .filter(|m| released.contains(&&KeyRef::of(m)))
+            .filter(|r| released.contains(&&KeyRef::of(r)))
             .cloned()
             .collect();
-        let ids: Vec<String> = orphans
-            .iter()
-            .map(|m| DeadLetter::id_of(m.topic(), m.partition(), m.offset()))
-            .collect();
-        let mut attempt = 0;
-        while let Err(e) = self.dead_letters.resolve(&ids, Status::Replayed).await {
-            tracing::warn!(error = %e, attempt, "cannot resolve dead letters; retrying");
-            self.backoff.wait(attempt, shutdown).await?;
-            attempt += 1;
-        }
+        let ids: Vec<String> = orphans.iter().map(Record::id).collect();
+        retry(
+            &self.backoff,
+            shutdown,
+            "cannot resolve dead letters",
+            || self.dead_letters.resolve(&ids, Status::Replayed),
+        )
+        .await?;
         for key in released {
             self.dead_letters.release(key);
         }
@@ -348,138 +365,27 @@ impl Pipeline {
         Ok(orphans)
     }
 
-    /// Decode, envelope and map one message.
-    async fn plan(
-        &self,
-        message: &OwnedMessage,
-        planned: &mut Vec<Planned>,
-        shutdown: &CancellationToken,
-    ) -> Result<(Fate, Option<SpanContext>), Interrupted> {
-        let failed = |stage, error: String| {
-            let fate = Fate::Failed(Failure {
-                stage,
-                error,
-                behind: None,
-            });
-            (fate, upstream_of(message, None))
-        };
-        if self.projections.has_outbox_topic(message.topic()) {
-            return Ok(self.plan_outbox(message, planned));
-        }
-        let decoded = match self.decode(message, shutdown).await? {
-            Ok(decoded) => decoded,
-            Err(e) => return Ok(failed(Stage::Decode, e.to_string())),
-        };
-        let change = match self.parser.parse(&decoded) {
-            Ok(Event::Change(change)) => change,
-            Ok(other) => return Ok((Fate::Skipped(other.kind()), upstream_of(message, None))),
-            Err(e) => return Ok(failed(Stage::Envelope, e.to_string())),
-        };
-        let context = upstream_of(message, change.after.as_ref());
-        let fate = match self.projections.plan(&change) {
-            Ok(writes) if writes.is_empty() => Fate::Skipped("unmapped"),
-            Ok(writes) => {
-                let start = planned.len();
-                planned.extend(writes);
-                Fate::Planned(start..planned.len(), change.source.ts_ms)
-            }
-            Err(e) => return Ok(failed(Stage::Map, e.to_string())),
-        };
-        Ok((fate, context))
-    }
-
-    /// An outbox record a projection reads: decoded by `cqrs-core`'s outbox decoder (the
-    /// router's records are plain text, no registry), then mapped.
-    fn plan_outbox(
-        &self,
-        message: &OwnedMessage,
-        planned: &mut Vec<Planned>,
-    ) -> (Fate, Option<SpanContext>) {
-        let failed = |stage, error: String| {
-            let fate = Fate::Failed(Failure {
-                stage,
-                error,
-                behind: None,
-            });
-            (fate, upstream_of(message, None))
-        };
-        let decoded = IntegrationEvent::from_record(
-            message.topic(),
-            message.partition(),
-            message.offset(),
-            message.key(),
-            message.payload(),
-            headers_of(message).map(|(k, v)| (k, Some(v))),
-        );
-        let event = match decoded {
-            Ok(Some(event)) => event,
-            Ok(None) => return (Fate::Skipped("tombstone"), upstream_of(message, None)),
-            Err(e) => return failed(Stage::Envelope, e.to_string()),
-        };
-        let fate = match self.projections.plan_outbox(&event) {
-            Ok(writes) if writes.is_empty() => Fate::Skipped("unmapped"),
-            Ok(writes) => {
-                let start = planned.len();
-                planned.extend(writes);
-                let occurred = event.occurred_at.map(|t| t.timestamp_millis());
-                Fate::Planned(start..planned.len(), occurred)
-            }
-            Err(e) => return failed(Stage::Map, e.to_string()),
-        };
-        (fate, upstream_of(message, None))
-    }
-
-    /// Decodes, retrying while the registry is unreachable.
-    async fn decode(
-        &self,
-        message: &OwnedMessage,
-        shutdown: &CancellationToken,
-    ) -> Result<Result<DecodedRecord, DecodeError>, Interrupted> {
-        let mut raw = RawRecord::new(message.topic()).at(message.partition(), message.offset());
-        if let Some(key) = message.key() {
-            raw = raw.with_key(key);
-        }
-        if let Some(value) = message.payload() {
-            raw = raw.with_value(value);
-        }
-        if let Some(headers) = message.headers() {
-            for h in headers.iter() {
-                raw = raw.with_header(h.key, h.value);
-            }
-        }
-        let mut attempt = 0;
-        loop {
-            match self.decoder.decode(&raw).await {
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error = %e, attempt, "schema registry unavailable; retrying");
-                    self.backoff.wait(attempt, shutdown).await?;
-                    attempt += 1;
-                }
-                result => return Ok(result),
-            }
-        }
-    }
-
     async fn dead_letter(
         &self,
-        message: &OwnedMessage,
+        record: &Record,
         failure: &Failure,
         shutdown: &CancellationToken,
     ) -> Result<(), Interrupted> {
         tracing::warn!(
-            topic = message.topic(),
-            partition = message.partition(),
-            offset = message.offset(),
+            topic = %record.topic,
+            partition = record.partition,
+            offset = record.offset,
             stage = failure.stage.as_str(),
             error = %failure.error,
             "dead-lettering message"
         );
-        let mut attempt = 0;
-        while let Err(e) = self.dead_letters.send(message, failure).await {
-            tracing::warn!(error = %e, attempt, "dead-letter path unavailable; retrying");
-            self.backoff.wait(attempt, shutdown).await?;
-            attempt += 1;
-        }
+        retry(
+            &self.backoff,
+            shutdown,
+            "dead-letter path unavailable",
+            || self.dead_letters.send(record, failure),
+        )
+        .await?;
         self.metrics
             .dead_lettered
             .get_or_create(&StageLabel {
@@ -490,89 +396,5 @@ impl Pipeline {
     }
 }
 
-fn headers_of(message: &OwnedMessage) -> impl Iterator<Item = (&str, &[u8])> {
-    message
-        .headers()
-        .into_iter()
-        .flat_map(|h| h.iter())
-        .filter_map(|h| h.value.map(|v| (h.key, v)))
-}
-
-fn upstream_of(message: &OwnedMessage, row: Option<&bson::Document>) -> Option<SpanContext> {
-    crate::telemetry::upstream_context(headers_of(message), row)
-}
-
-/// A span in the message's own trace recording what became of it.
-fn trace_apply(message: &OwnedMessage, fate: &Fate, upstream: &SpanContext) {
-    let outcome = match fate {
-        Fate::Skipped(kind) => *kind,
-        Fate::Planned(..) => "applied",
-        Fate::Failed(_) => "dead_lettered",
-    };
-    let span = tracing::info_span!(
-        "sync.apply",
-        topic = message.topic(),
-        partition = message.partition(),
-        offset = message.offset(),
-        outcome,
-        trace_id = %upstream.trace_id(),
-    );
-    // Fails only when no OpenTelemetry layer is installed: then there is nothing to link.
-    let _ =
-        span.set_parent(opentelemetry::Context::new().with_remote_span_context(upstream.clone()));
-    span.in_scope(|| tracing::debug!("change applied to the read side"));
-}
-
-/// One span per projection of the batch with its applied and stale counts.
-fn trace_projections(planned: &[Planned], outcomes: &[ItemOutcome]) {
-    let mut counts: BTreeMap<&str, (usize, usize, usize)> = BTreeMap::new();
-    for (p, outcome) in planned.iter().zip(outcomes) {
-        let entry = counts.entry(&**p.projection()).or_default();
-        match outcome {
-            ItemOutcome::Applied => entry.0 += 1,
-            ItemOutcome::Stale => entry.1 += 1,
-            ItemOutcome::Failed(_) => entry.2 += 1,
-        }
-    }
-    for (projection, (applied, stale, failed)) in counts {
-        tracing::info_span!("sync.projection", projection, applied, stale, failed).in_scope(|| {});
-    }
-}
-
-fn projection_of(p: &Planned) -> ProjectionLabel {
-    ProjectionLabel {
-        projection: p.projection().to_string(),
-    }
-}
-
-/// One checkpoint per projection and partition the batch moved.
-fn checkpoints(
-    batch: &[OwnedMessage],
-    fates: &[Fate],
-    planned: &[Planned],
-) -> Vec<CheckpointUpdate> {
-    let mut latest: BTreeMap<(Arc<str>, String), i64> = BTreeMap::new();
-    for (message, fate) in batch.iter().zip(fates) {
-        let Fate::Planned(range, _) = fate else {
-            continue;
-        };
-        for p in &planned[range.clone()] {
-            let projection = p.projection();
-            let partition = format!("{}/{}", message.topic(), message.partition());
-            let entry = latest
-                .entry((Arc::clone(projection), partition))
-                .or_insert(0);
-            *entry = (*entry).max(message.offset());
-        }
-    }
-    latest
-        .into_iter()
-        .map(|((projection, partition), offset)| {
-            CheckpointUpdate::new(
-                projection.to_string(),
-                partition,
-                u64::try_from(offset).unwrap_or(0),
-            )
-        })
-        .collect()
-}
+#[cfg(test)]
+mod tests;

@@ -1,36 +1,15 @@
-//! The running service: the consumer loop, partition workers, periodic tasks and the HTTP
-//! endpoints, with graceful shutdown (stop fetching, flush, commit).
+//! The service: its configuration and projections, run by [`runtime`](crate::runtime)
+//! (the consumer loop, periodic tasks, HTTP endpoints, graceful shutdown).
 
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
 use cqrs_core::Aggregate;
 use cqrs_core::Projection;
-use cqrs_mongo::{MongoClient, MongoConfig};
 use cqrs_projection::{EventProjection, OutboxProjection, StateProjection, StateView};
-use futures::StreamExt;
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::message::OwnedMessage;
-use rdkafka::producer::FutureProducer;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
-use crate::dead_letter::DeadLetters;
-use crate::decode::{Decoder, Format, RegistryDecoder};
-use crate::envelope::{Change, EnvelopeParser};
+use crate::envelope::Change;
 use crate::map::{MongoWrite, Projections, TableProjection};
 use crate::metrics::Metrics;
-use crate::pipeline::{Offsets, Pipeline};
-use crate::progress::Progress;
-use crate::source::{self, Source, SourceContext};
-use crate::write::{Backoff, Writer};
 
 /// Why the service could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +34,7 @@ pub enum ServiceError {
         what: &'static str,
         /// Error.
         #[source]
-        source: mongodb::error::Error,
+        source: crate::write::StoreError,
     },
     /// Dead-letter setup failed.
     #[error("dead letters: {0}")]
@@ -208,113 +187,18 @@ impl SyncService {
         crate::dlq::replay(&self.config, self.projections, selection).await
     }
 
-    /// Runs until `shutdown` is cancelled, then flushes and commits.
+    /// Runs until `shutdown` is cancelled, then settles the batches in hand and commits
+    /// (see [`runtime`](crate::runtime)).
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), ServiceError> {
-        self.config.validate()?;
         let topics = subscription(&self.config, &self.projections);
-        let mut pipeline = build_pipeline(&self.config, self.projections).await?;
-        pipeline.metrics = self.metrics;
-        pipeline.metrics.initialize(pipeline.projections.names());
-        // Keys parked by dead letters of earlier runs stay held back.
-        pipeline.dead_letters.refresh().await?;
-        // Truncates applied before this start keep older changes out.
-        pipeline
-            .writer
-            .floors()
-            .load()
-            .await
-            .map_err(|source| ServiceError::State {
-                what: "the truncate floors",
-                source,
-            })?;
-        let pipeline = Arc::new(pipeline);
-        let progress = Arc::new(Progress::default());
-        let context = SourceContext::new(
-            pipeline.metrics.clone(),
-            Arc::clone(&progress),
-            self.config.kafka.revoke_flush_timeout(),
-            shutdown.clone(),
-        );
-        let consumer = Arc::new(source::subscribe(&self.config.kafka, &topics, context)?);
-        tracing::info!(projections = ?pipeline.projections.names(), "sync-service started");
-
-        let refresher = tokio::spawn(refresh_parked_keys(
-            pipeline.dead_letters.clone(),
-            pipeline.writer.clone(),
-            self.config.dead_letter.refresh_interval(),
-            shutdown.clone(),
-        ));
-        let http = serve_http(
-            &self.config.http.listen,
-            HttpState {
-                pipeline: Arc::clone(&pipeline),
-                consumer: Arc::clone(&consumer),
-                progress: Arc::clone(&progress),
-            },
-            shutdown.clone(),
+        crate::runtime::run(
+            self.config,
+            self.projections,
+            self.metrics,
+            topics,
+            shutdown,
         )
-        .await?;
-
-        let workers = self.config.batch.workers;
-        let mut senders = Vec::with_capacity(workers);
-        let mut handles = Vec::with_capacity(workers);
-        for _ in 0..workers {
-            let (tx, rx) = mpsc::channel(self.config.batch.max_size * 2);
-            senders.push(tx);
-            handles.push(tokio::spawn(worker(
-                Arc::clone(&pipeline),
-                Arc::clone(&consumer),
-                Arc::clone(&progress),
-                rx,
-                self.config.batch.clone(),
-                shutdown.clone(),
-            )));
-        }
-
-        {
-            let mut stream = consumer.stream();
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    next = stream.next() => match next {
-                        Some(Ok(message)) => {
-                            let message = message.detach();
-                            let w = worker_of(&message, workers);
-                            progress.dispatched();
-                            if senders[w].send(message).await.is_err() {
-                                break;
-                            }
-                        }
-                        Some(Err(e)) => {
-                            if source::is_missing_topic(&e) {
-                                tracing::debug!(error = %e, "subscribed topics not available yet");
-                            } else {
-                                tracing::warn!(error = %e, "kafka consumer error");
-                            }
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        None => break,
-                    }
-                }
-            }
-        }
-        tracing::info!("stopped fetching; flushing in-flight batches");
-        drop(senders);
-        for handle in handles {
-            let _ = handle.await;
-        }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!("offsets committed"),
-            // Nothing stored since the last automatic commit.
-            Err(e) => tracing::info!(result = %e, "final commit"),
-        }
-        shutdown.cancel();
-        let _ = refresher.await;
-        if let Some(http) = http {
-            let _ = http.await;
-        }
-        tracing::info!("sync-service stopped");
-        Ok(())
+        .await
     }
 }
 
@@ -342,230 +226,4 @@ fn subscription(config: &SyncConfig, projections: &Projections) -> Vec<String> {
     topics.sort();
     topics.dedup();
     topics
-}
-
-/// Builds the stages from the configuration.
-pub async fn build_pipeline(
-    config: &SyncConfig,
-    projections: Projections,
-) -> Result<Pipeline, ServiceError> {
-    let format: Format = config
-        .kafka
-        .format
-        .parse()
-        .map_err(|e| ServiceError::Registry(format!("kafka.format: {e}")))?;
-    let decoder = match &config.schema_registry {
-        Some(registry) => {
-            let registry = RegistryDecoder::new(&registry.url)
-                .map_err(|e| ServiceError::Registry(e.to_string()))?;
-            Decoder::new(registry)
-        }
-        None => Decoder::without_registry(),
-    }
-    .with_default_format(format);
-    let base =
-        MongoConfig::new(&config.mongodb.uri).with_default_database(&config.mongodb.database);
-    #[allow(unused_mut)]
-    let mut keep_alive: Vec<Box<dyn std::any::Any + Send + Sync>> = Vec::new();
-    #[cfg(feature = "vault")]
-    let mongo = match &config.vault {
-        Some(vault) => {
-            let handle = vault
-                .connect_mongo(base)
-                .await
-                .map_err(|e| ServiceError::Vault(e.to_string()))?;
-            let client = handle.client().clone();
-            keep_alive.push(Box::new(handle));
-            client
-        }
-        None => MongoClient::connect(base).await?,
-    };
-    #[cfg(not(feature = "vault"))]
-    let mongo = MongoClient::connect(base).await?;
-    let backoff = Backoff::new(&config.retry);
-    let writer = Writer::new(mongo.clone(), backoff.clone())
-        .with_truncate_collection(&config.mongodb.truncate_collection);
-    let producer: FutureProducer = source::producer_config(&config.kafka).create()?;
-    // The records follow the client handle (and its rebuilds), not the driver client of now.
-    let dead_letters = DeadLetters::new(
-        producer,
-        config.dead_letter.topic.clone(),
-        mongo,
-        config.mongodb.dead_letter_collection.clone(),
-    );
-    dead_letters.ensure_indexes().await?;
-    Ok(Pipeline {
-        decoder,
-        parser: EnvelopeParser::default(),
-        projections,
-        writer,
-        dead_letters,
-        metrics: Metrics::new(),
-        backoff,
-        _keep_alive: keep_alive,
-    })
-}
-
-/// How long work may wait without any batch settling before `/readyz` reports stuck.
-const STUCK_AFTER: Duration = Duration::from_secs(60);
-
-/// All messages of one partition go to the same worker, so order per key holds.
-fn worker_of(message: &OwnedMessage, workers: usize) -> usize {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    message.topic().hash(&mut hasher);
-    message.partition().hash(&mut hasher);
-    (hasher.finish() % workers as u64) as usize
-}
-
-async fn worker(
-    pipeline: Arc<Pipeline>,
-    consumer: Arc<Source>,
-    progress: Arc<Progress>,
-    mut rx: mpsc::Receiver<OwnedMessage>,
-    batch: crate::config::BatchConfig,
-    shutdown: CancellationToken,
-) {
-    while let Some(first) = rx.recv().await {
-        let mut messages = vec![first];
-        let deadline = tokio::time::Instant::now() + batch.max_wait();
-        while messages.len() < batch.max_size {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(message)) => messages.push(message),
-                _ => break,
-            }
-        }
-        match pipeline.process(&messages, &shutdown).await {
-            Ok(report) => {
-                store_offsets(&consumer, &report.offsets);
-                progress.settled(messages.len());
-            }
-            Err(interrupted) => {
-                tracing::warn!(%interrupted, messages = messages.len(), "batch left uncommitted; it will be redelivered");
-                break;
-            }
-        }
-    }
-}
-
-fn store_offsets(consumer: &Source, offsets: &Offsets) {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in offsets {
-        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
-            tracing::warn!(error = %e, topic, partition, "cannot store offset");
-        }
-    }
-    // Fails for partitions revoked meanwhile: their new owner re-reads the batch, which
-    // the version guards make harmless.
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        tracing::warn!(error = %e, "offsets not stored (partition revoked?)");
-    }
-}
-
-/// Every 2 s: probes MongoDB for the readiness check (also when no batch is flowing), and
-/// every `dead_letter.refresh_interval_ms` reloads the parked keys (an operator may have
-/// resolved dead letters) with the same request.
-async fn refresh_parked_keys(
-    dead_letters: DeadLetters,
-    writer: Writer,
-    refresh_every: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut refreshed_at = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(PROBE_EVERY.min(refresh_every)) => {
-                let refresh = refreshed_at.elapsed() >= refresh_every;
-                let answered = tokio::time::timeout(PROBE_EVERY, async {
-                    if refresh {
-                        dead_letters.refresh().await.map(|_| ())
-                    } else {
-                        dead_letters.probe().await
-                    }
-                })
-                .await;
-                match answered {
-                    Ok(Ok(())) => {
-                        writer.observe(true);
-                        if refresh {
-                            refreshed_at = tokio::time::Instant::now();
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        writer.observe(false);
-                        tracing::warn!(error = %e, "MongoDB probe / parked-keys refresh failed");
-                    }
-                    Err(_) => {
-                        writer.observe(false);
-                        tracing::warn!("MongoDB did not answer the probe within 2 s");
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// How often MongoDB is probed for the readiness check.
-const PROBE_EVERY: Duration = Duration::from_secs(2);
-
-#[derive(Clone)]
-struct HttpState {
-    pipeline: Arc<Pipeline>,
-    consumer: Arc<Source>,
-    progress: Arc<Progress>,
-}
-
-async fn serve_http(
-    listen: &str,
-    state: HttpState,
-    shutdown: CancellationToken,
-) -> Result<Option<tokio::task::JoinHandle<()>>, ServiceError> {
-    if listen.is_empty() {
-        return Ok(None);
-    }
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| ServiceError::Http {
-            listen: listen.to_owned(),
-            source,
-        })?;
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
-        .with_state(state);
-    Ok(Some(tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::warn!(error = %e, "http endpoint stopped");
-        }
-    })))
-}
-
-/// Ready: partitions assigned and MongoDB answering.
-async fn ready(State(state): State<HttpState>) -> (StatusCode, &'static str) {
-    let assigned = state
-        .consumer
-        .assignment()
-        .map(|a| a.count() > 0)
-        .unwrap_or(false);
-    if !assigned {
-        return (StatusCode::SERVICE_UNAVAILABLE, "no partitions assigned");
-    }
-    if !state.pipeline.writer.is_healthy() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "mongodb unavailable");
-    }
-    if state.progress.stuck(STUCK_AFTER) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stuck: no batch settled for 60 s",
-        );
-    }
-    (StatusCode::OK, "ready")
-}
-
-async fn metrics(State(state): State<HttpState>) -> String {
-    state.pipeline.metrics.render()
 }

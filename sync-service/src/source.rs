@@ -1,190 +1,42 @@
-//! Source stage: the Kafka consumer group.
-//!
-//! Offsets are stored explicitly (`enable.auto.offset.store=false`) only after a batch's
-//! writes are acknowledged by MongoDB (or its messages dead-lettered), and librdkafka
-//! commits stored offsets on its timer, so a crash redelivers at most the unacknowledged
-//! tail, which the version guards make harmless.
-//!
-//! When the group takes partitions away (an instance joins or leaves), the revocation
-//! callback first lets the workers settle what they hold and commits it, so the next owner
-//! starts exactly after the last applied change instead of replaying up to a commit
-//! interval of it.
+//! Source stage: the consumer group, run by the toolkit's consumer loop (`cqrs-kafka`):
+//! records dispatched to partition workers, offsets stored only once a batch's writes are
+//! acknowledged (or its messages dead-lettered) and committed on a 1 s timer, at shutdown
+//! and before partitions are revoked (after the workers settled what they hold, so the
+//! next owner starts right after the last applied change). This module holds the
+//! sync-service's settings of that loop and what it observes (lag, assignments).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use cqrs_kafka::{BatchSettings, LoopConfig, Observer, PartitionLag};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
-use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, TopicPartitionList};
-use tokio::runtime::{Handle, RuntimeFlavor};
-use tokio_util::sync::CancellationToken;
 
-use crate::config::KafkaConfig;
+use crate::config::{KafkaConfig, SyncConfig};
 use crate::metrics::{Metrics, PartitionLabel};
-use crate::progress::Progress;
-
-/// Logs group membership changes, flushes and commits before partitions are revoked, and
-/// turns librdkafka statistics into lag metrics.
-pub struct SourceContext {
-    metrics: Metrics,
-    progress: Arc<Progress>,
-    flush_timeout: Duration,
-    shutdown: CancellationToken,
-}
-
-impl SourceContext {
-    /// A context reporting to `metrics` and flushing the work counted by `progress` (for up
-    /// to `flush_timeout`) on revocation, unless `shutdown` was requested (the service then
-    /// flushes and commits itself).
-    ///
-    /// ```
-    /// # use std::{sync::Arc, time::Duration};
-    /// use sync_service::{metrics::Metrics, progress::Progress, source::SourceContext};
-    /// let context = SourceContext::new(
-    ///     Metrics::new(),
-    ///     Arc::new(Progress::default()),
-    ///     Duration::from_secs(10),
-    ///     tokio_util::sync::CancellationToken::new(),
-    /// );
-    /// ```
-    pub fn new(
-        metrics: Metrics,
-        progress: Arc<Progress>,
-        flush_timeout: Duration,
-        shutdown: CancellationToken,
-    ) -> Self {
-        SourceContext {
-            metrics,
-            progress,
-            flush_timeout,
-            shutdown,
-        }
-    }
-
-    /// Waits for the workers to settle what they hold (their offsets get stored), then
-    /// commits synchronously. librdkafka runs this callback on the task polling the consumer,
-    /// which therefore dispatches nothing new meanwhile; the workers run on other threads.
-    fn flush_before_revoke(&self, consumer: &BaseConsumer<Self>) {
-        if self.shutdown.is_cancelled() {
-            return;
-        }
-        let pending = self.progress.in_flight();
-        let started = Instant::now();
-        let settled = match Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(RuntimeFlavor::MultiThread) => {
-                tokio::task::block_in_place(|| self.progress.wait_idle(self.flush_timeout))
-            }
-            // Blocking the only runtime thread would block the workers too.
-            _ => self.progress.in_flight() == 0,
-        };
-        if !settled {
-            tracing::warn!(
-                pending,
-                left = self.progress.in_flight(),
-                timeout_ms = self.flush_timeout.as_millis() as u64,
-                "in-flight work not settled before the revocation; the next owner replays it \
-                 (the version guards make that harmless)"
-            );
-        }
-        match consumer.commit_consumer_state(CommitMode::Sync) {
-            Ok(()) => tracing::info!(
-                flushed = pending,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "flushed and committed before handing off partitions"
-            ),
-            // Nothing stored since the last commit.
-            Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {
-                tracing::info!(
-                    flushed = pending,
-                    "nothing to commit before handing off partitions"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "commit before the revocation failed"),
-        }
-    }
-}
+use crate::progress::ProjectionProgress;
 
 /// A subscription (usually a regex) whose topics do not exist yet: expected until Debezium
 /// creates them, so not worth an error.
-pub fn is_missing_topic(error: &KafkaError) -> bool {
-    error.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)
-}
-
-impl ClientContext for SourceContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if is_missing_topic(&error) {
-            tracing::debug!(%reason, "subscribed topics not available yet");
-        } else {
-            tracing::error!(%error, %reason, "librdkafka error");
-        }
-    }
-
-    fn stats(&self, statistics: rdkafka::Statistics) {
-        for (topic, t) in &statistics.topics {
-            for (partition, p) in &t.partitions {
-                // -1 is librdkafka's "unassigned partition"; negative offsets are "unknown".
-                if *partition < 0 || p.committed_offset < 0 || p.hi_offset < 0 {
-                    continue;
-                }
-                let label = PartitionLabel {
-                    topic: topic.clone(),
-                    partition: *partition,
-                };
-                self.metrics
-                    .committed
-                    .get_or_create(&label)
-                    .set(p.committed_offset);
-                self.metrics
-                    .lag
-                    .get_or_create(&label)
-                    .set((p.hi_offset - p.committed_offset).max(0));
-            }
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Revoke(tpl) => {
-                tracing::info!(partitions = %describe(tpl), "partitions revoked");
-                self.flush_before_revoke(consumer);
-            }
-            Rebalance::Assign(tpl) => {
-                tracing::info!(partitions = %describe(tpl), "partitions assigned")
-            }
-            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
-        }
-    }
-}
-
-fn describe(tpl: &TopicPartitionList) -> String {
-    tpl.elements()
-        .iter()
-        .map(|e| format!("{}/{}", e.topic(), e.partition()))
-        .collect::<Vec<_>>()
-        .join(",")
-}
+pub use cqrs_kafka::is_missing_topic;
 
 /// The largest message the dead-letter producer sends: the limit the stack's connectors and
 /// broker are configured with (`producer.override.max.request.size`, `message.max.bytes`).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The consumer the service reads from.
-pub type Source = StreamConsumer<SourceContext>;
-
 /// librdkafka settings of the consumer: ours first, then the user's pass-through
-/// properties (TLS, SASL, ...), which may override anything but the offset store.
+/// properties (TLS, SASL, ...). The consumer loop (`cqrs-kafka`) owns the offset store
+/// and sets the commit timer (1 s) unless these set it.
+///
+/// ```
+/// # let config = sync_service::config::SyncConfig::new("127.0.0.1:9092", "g", "mongodb://127.0.0.1:27017", "db");
+/// let client = sync_service::source::client_config(&config.kafka);
+/// assert_eq!(client.get("fetch.wait.max.ms"), Some("25"));
+/// ```
 pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &kafka.bootstrap_servers)
         .set("group.id", &kafka.group_id)
-        .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "1000")
         // Earliest: a new group starts from the beginning of the topics (the broker's
         // LATEST is not reliable here, see STACK-NOTES, and a read model wants it all).
         .set("auto.offset.reset", "earliest")
@@ -204,7 +56,6 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // 9 / 22 ms at 25 ms. An idle consumer pays 40 small requests per second per broker.
         .set("fetch.wait.max.ms", "25");
     with_user_properties(&mut config, kafka);
-    config.set("enable.auto.offset.store", "false");
     config
 }
 
@@ -230,14 +81,15 @@ fn with_user_properties(config: &mut ClientConfig, kafka: &KafkaConfig) {
     }
 }
 
-/// Creates the consumer and subscribes to the configured topics and/or regex, plus
-/// `extra_topics` (those the registered projections read).
-pub fn subscribe(
-    kafka: &KafkaConfig,
-    extra_topics: &[String],
-    context: SourceContext,
-) -> Result<Source, KafkaError> {
-    let consumer: Source = client_config(kafka).create_with_context(context)?;
+/// The topics to subscribe to: the configured ones and/or regex, plus `extra_topics`
+/// (those the registered projections read).
+///
+/// ```
+/// # let config = sync_service::config::SyncConfig::new("127.0.0.1:9092", "g", "mongodb://127.0.0.1:27017", "db");
+/// let topics = sync_service::source::topics(&config.kafka, &["cqrs.app.orders".into()]);
+/// assert_eq!(topics, vec!["cqrs.app.orders".to_string()]);
+/// ```
+pub fn topics(kafka: &KafkaConfig, extra_topics: &[String]) -> Vec<String> {
     let mut topics: Vec<String> = kafka.topics.clone();
     topics.extend(
         extra_topics
@@ -248,7 +100,75 @@ pub fn subscribe(
     if let Some(regex) = kafka.topic_regex.as_deref().filter(|r| !r.is_empty()) {
         topics.push(format!("^{}", regex.trim_start_matches('^')));
     }
-    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
-    Ok(consumer)
+    topics
+}
+
+/// The consumer loop's settings: `[batch]` bounds and workers, a queue of two batches per
+/// worker, a 1 s commit timer, `kafka.revoke_flush_timeout_ms`.
+///
+/// ```
+/// # let config = sync_service::config::SyncConfig::new("127.0.0.1:9092", "g", "mongodb://127.0.0.1:27017", "db");
+/// let settings = sync_service::source::loop_config(&config, &[]);
+/// assert_eq!(settings.workers, config.batch.workers);
+/// assert_eq!(settings.queue_capacity, config.batch.max_size * 2);
+/// ```
+pub fn loop_config(config: &SyncConfig, extra_topics: &[String]) -> LoopConfig {
+    LoopConfig::new(topics(&config.kafka, extra_topics))
+        .with_workers(config.batch.workers)
+        .with_batch(BatchSettings::new(
+            config.batch.max_size,
+            config.batch.max_wait(),
+        ))
+        .with_commit_interval(Duration::from_secs(1))
+        .with_revoke_flush_timeout(config.kafka.revoke_flush_timeout())
+}
+
+/// What the consumer loop reports, into the metrics: lag and committed offset per
+/// partition, projection progress per partition, series dropped when a partition leaves.
+///
+/// ```
+/// use std::sync::Arc;
+/// use cqrs_kafka::{Observer, PartitionLag};
+/// use sync_service::{metrics::Metrics, progress::ProjectionProgress, source::SourceObserver};
+///
+/// let metrics = Metrics::new();
+/// let observer = SourceObserver::new(metrics.clone(), Arc::new(ProjectionProgress::new(metrics.clone())));
+/// observer.partition_lag(&PartitionLag::new("t", 0, 5, 9).unwrap());
+/// assert!(metrics.render().contains("sync_consumer_lag{topic=\"t\",partition=\"0\"} 4"));
+/// ```
+pub struct SourceObserver {
+    metrics: Metrics,
+    progress: Arc<ProjectionProgress>,
+}
+
+impl SourceObserver {
+    /// Reports into `metrics` and `progress`.
+    pub fn new(metrics: Metrics, progress: Arc<ProjectionProgress>) -> Self {
+        SourceObserver { metrics, progress }
+    }
+}
+
+impl Observer for SourceObserver {
+    fn partition_lag(&self, lag: &PartitionLag) {
+        let label = PartitionLabel {
+            topic: lag.topic.clone(),
+            partition: lag.partition,
+        };
+        self.metrics
+            .committed
+            .get_or_create(&label)
+            .set(lag.committed_offset);
+        self.metrics.lag.get_or_create(&label).set(lag.lag());
+        self.progress
+            .high_watermark(&lag.topic, lag.partition, lag.high_watermark);
+    }
+
+    fn assigned(&self, partitions: &[(String, i32)]) {
+        self.progress.assigned(partitions);
+    }
+
+    fn revoked(&self, partitions: &[(String, i32)]) {
+        self.metrics.forget_partitions(partitions);
+        self.progress.revoked(partitions);
+    }
 }

@@ -19,6 +19,11 @@
 //! Why that is enough: a truncate records its floor (t1) before its delete (t2); a write
 //! made before t2 is deleted by it, a write made after t1 is followed by a floor read that
 //! sees the floor. Tombstones are not needed: the floor guards the whole collection.
+//!
+//! The decisions (which writes are below a floor, which floors moved meanwhile) are made
+//! by the write stage ([`Writer`](crate::write::Writer)) over a [`FloorCache`]; the
+//! storage side is [`ReadStore`](crate::write::ReadStore)'s floor methods, on MongoDB
+//! [`MongoFloors`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -28,37 +33,98 @@ use cqrs_core::{SourceVersion, Target};
 use cqrs_mongo::MongoClient;
 use futures::TryStreamExt;
 
-/// The truncate floors of the collections a service writes.
-#[derive(Clone)]
-pub struct TruncateFloors {
-    mongo: MongoClient,
-    collection: String,
+/// The floors this process knows, by namespace (`database.collection`). They only move
+/// forward.
+///
+/// ```
+/// use cqrs_core::SourceVersion;
+/// use sync_service::truncate::FloorCache;
+///
+/// let floors = FloorCache::default();
+/// floors.learn([("read.orders".to_string(), SourceVersion::new(10))]);
+/// floors.learn([("read.orders".to_string(), SourceVersion::new(4))]);
+/// assert_eq!(floors.floor("read.orders"), Some(SourceVersion::new(10)));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct FloorCache {
     known: Arc<RwLock<HashMap<String, SourceVersion>>>,
 }
 
-impl std::fmt::Debug for TruncateFloors {
+impl FloorCache {
+    /// The floor known for a namespace, if any.
+    pub fn floor(&self, namespace: &str) -> Option<SourceVersion> {
+        self.known
+            .read()
+            .ok()
+            .and_then(|k| k.get(namespace).copied())
+    }
+
+    /// Learns floors (keeping the newer of what is known and what is given).
+    pub fn learn(&self, floors: impl IntoIterator<Item = (String, SourceVersion)>) {
+        if let Ok(mut known) = self.known.write() {
+            for (ns, floor) in floors {
+                let entry = known.entry(ns).or_default();
+                *entry = (*entry).max(floor);
+            }
+        }
+    }
+
+    /// Of the stored floors `found`, those newer than the floor each namespace was filtered
+    /// with (`used`): a truncate was recorded meanwhile. Learns them all.
+    ///
+    /// ```
+    /// # use std::collections::BTreeMap;
+    /// # use cqrs_core::SourceVersion;
+    /// let floors = sync_service::truncate::FloorCache::default();
+    /// let used = BTreeMap::from([("read.a".to_string(), None), ("read.b".to_string(), Some(SourceVersion::new(5)))]);
+    /// let found = vec![("read.a".to_string(), SourceVersion::new(3)), ("read.b".to_string(), SourceVersion::new(5))];
+    /// assert_eq!(floors.newer(&used, found), vec![("read.a".to_string(), SourceVersion::new(3))]);
+    /// ```
+    pub fn newer(
+        &self,
+        used: &BTreeMap<String, Option<SourceVersion>>,
+        found: Vec<(String, SourceVersion)>,
+    ) -> Vec<(String, SourceVersion)> {
+        let newer = found
+            .iter()
+            .filter(|(ns, floor)| used.get(ns).copied().flatten() < Some(*floor))
+            .cloned()
+            .collect();
+        self.learn(found);
+        newer
+    }
+}
+
+/// The floors in MongoDB: `{_id: "<db>.<collection>", position, index, updated_at}` in a
+/// collection of the client's default database.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+/// let mongo = cqrs_mongo::MongoClient::from_uri("mongodb://127.0.0.1:27017/app").await?;
+/// let floors = sync_service::truncate::MongoFloors::new(mongo, "_sync_truncates");
+/// let all = floors.read(None).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct MongoFloors {
+    mongo: MongoClient,
+    collection: String,
+}
+
+impl std::fmt::Debug for MongoFloors {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TruncateFloors")
+        f.debug_struct("MongoFloors")
             .field("collection", &self.collection)
             .finish_non_exhaustive()
     }
 }
 
-impl TruncateFloors {
+impl MongoFloors {
     /// Floors kept in `collection` of `mongo`'s default database.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-    /// let mongo = cqrs_mongo::MongoClient::from_uri("mongodb://127.0.0.1:27017/app").await?;
-    /// let floors = sync_service::truncate::TruncateFloors::new(mongo, "_sync_truncates");
-    /// floors.load().await?;
-    /// # Ok(()) }
-    /// ```
     pub fn new(mongo: MongoClient, collection: impl Into<String>) -> Self {
-        TruncateFloors {
+        MongoFloors {
             mongo,
             collection: collection.into(),
-            known: Arc::default(),
         }
     }
 
@@ -75,72 +141,33 @@ impl TruncateFloors {
         format!("{db}.{}", target.collection)
     }
 
-    /// The floor known for a namespace, if any.
-    pub fn floor(&self, namespace: &str) -> Option<SourceVersion> {
-        self.known
-            .read()
-            .ok()
-            .and_then(|k| k.get(namespace).copied())
-    }
-
-    /// Loads every stored floor (at start).
-    pub async fn load(&self) -> mongodb::error::Result<usize> {
-        let found = self.read(doc! {}).await?;
-        let n = found.len();
-        self.learn(found);
-        Ok(n)
-    }
-
-    /// Reads the stored floors of `namespaces` and returns those newer than the floor each
-    /// was filtered with (`used`), learning them.
-    pub async fn newer_than(
+    /// The stored floors of `namespaces` (every floor when `None`).
+    pub async fn read(
         &self,
-        used: &BTreeMap<String, Option<SourceVersion>>,
+        namespaces: Option<&[String]>,
     ) -> mongodb::error::Result<Vec<(String, SourceVersion)>> {
-        if used.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<&String> = used.keys().collect();
-        let found = self.read(doc! { "_id": { "$in": ids } }).await?;
-        let newer = found
-            .iter()
-            .filter(|(ns, floor)| used.get(ns).copied().flatten() < Some(*floor))
-            .cloned()
-            .collect();
-        self.learn(found);
-        Ok(newer)
-    }
-
-    async fn read(&self, filter: Document) -> mongodb::error::Result<Vec<(String, SourceVersion)>> {
+        let filter = match namespaces {
+            None => doc! {},
+            Some(ids) => doc! { "_id": { "$in": ids } },
+        };
         let docs: Vec<Document> = self.records().find(filter).await?.try_collect().await?;
         Ok(docs.iter().filter_map(parse).collect())
     }
 
-    fn learn(&self, floors: Vec<(String, SourceVersion)>) {
-        if let Ok(mut known) = self.known.write() {
-            for (ns, floor) in floors {
-                let entry = known.entry(ns).or_default();
-                *entry = (*entry).max(floor);
-            }
-        }
-    }
-
-    /// Records a truncate of `target` at `version` (the floor only moves forward), then
-    /// deletes every document older than the floor. Returns true when the floor moved or
-    /// a document was deleted (false: a replayed truncate).
-    pub async fn truncate(
+    /// Records the floor of `namespace` at `version` (it only moves forward); true when
+    /// it moved.
+    pub async fn record(
         &self,
-        target: &Target,
+        namespace: &str,
         version: SourceVersion,
     ) -> mongodb::error::Result<bool> {
-        let ns = self.namespace(target);
         let position = i64::try_from(version.position).unwrap_or(i64::MAX);
         let index = i64::from(version.index);
         // $max on both fields is exact here: truncates carry index 0.
         let before = self
             .records()
             .find_one_and_update(
-                doc! { "_id": &ns },
+                doc! { "_id": namespace },
                 doc! {
                     "$max": { "position": position, "index": index },
                     "$set": { "updated_at": bson::DateTime::now() },
@@ -148,11 +175,7 @@ impl TruncateFloors {
             )
             .upsert(true)
             .await?;
-        let moved = before.as_ref().and_then(parse).map(|(_, v)| v) < Some(version);
-        let floor = self.floor(&ns).unwrap_or_default().max(version);
-        self.learn(vec![(ns, floor)]);
-        let deleted = self.sweep(target, floor).await?;
-        Ok(moved || deleted > 0)
+        Ok(before.as_ref().and_then(parse).map(|(_, v)| v) < Some(version))
     }
 
     /// Deletes the documents of `target` older than `floor`.

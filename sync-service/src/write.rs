@@ -1,73 +1,155 @@
-//! Write stage: planned writes into MongoDB through cqrs-mongo's guarded bulk writer,
-//! with checkpoints in the same request and retries with backoff while MongoDB is away.
+//! Write stage: planned writes into the read-model store (MongoDB through cqrs-mongo's
+//! guarded bulk writer), with checkpoints in the same request and retries with backoff
+//! while the store is away.
+//!
+//! The store is a small interface, [`ReadStore`]: guarded bulk writes, truncate floors,
+//! checkpoints. [`Writer`] makes the decisions on top of it (which writes a truncate made
+//! stale, when to sweep behind a floor recorded elsewhere, what to retry) and is
+//! unit-tested over an in-memory store; [`MongoStore`] is the production one.
+
+mod mongo;
 
 use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
+use cqrs_core::backoff::Backoff;
 use cqrs_core::{SourceVersion, Target};
-use cqrs_mongo::{BulkWriter, CheckpointUpdate, GuardedWrite, ItemOutcome, MongoClient};
+use cqrs_mongo::{Checkpoint, CheckpointUpdate, GuardedWrite, ItemOutcome};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::RetryConfig;
-use crate::map::Planned;
-use crate::truncate::TruncateFloors;
+pub use mongo::MongoStore;
 
-/// The write stage was stopped by shutdown before MongoDB acknowledged the batch.
+use crate::map::Planned;
+use crate::truncate::FloorCache;
+
+/// The write stage was stopped by shutdown before the store acknowledged the batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("shut down before the batch was acknowledged")]
 pub struct Interrupted;
 
-/// Exponential backoff that gives up only on shutdown.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
+/// Why a request to the read-model store failed as a whole (the writer retries it).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// cqrs-mongo refused the request.
+    #[error(transparent)]
+    Mongo(#[from] cqrs_mongo::Error),
+    /// The MongoDB driver failed.
+    #[error("mongodb: {0}")]
+    Driver(#[from] mongodb::error::Error),
+    /// Another store did not answer.
+    #[error("read-model store unavailable: {0}")]
+    Unavailable(String),
 }
 
-impl Backoff {
-    /// From the `[retry]` config.
-    pub fn new(config: &RetryConfig) -> Self {
-        Backoff {
-            initial: Duration::from_millis(config.initial_backoff_ms),
-            max: Duration::from_millis(config.max_backoff_ms),
-        }
-    }
-
-    /// Sleeps before attempt `attempt + 1`; `Err` when shutdown came first.
-    pub async fn wait(
+/// The read-model store beneath the write stage.
+///
+/// Every method may fail as a whole ([`StoreError`]); the [`Writer`] retries it, so each
+/// must be safe to repeat (guarded writes are idempotent, floors and checkpoints only
+/// move forward).
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
+    /// Applies guarded writes and saves checkpoints in one request: one outcome per write,
+    /// in order. A write of a document after one of its writes failed is not applied and
+    /// fails too (held back).
+    async fn bulk(
         &self,
-        attempt: u32,
-        shutdown: &CancellationToken,
-    ) -> Result<(), Interrupted> {
-        let delay = self
-            .initial
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max);
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => Ok(()),
-            _ = shutdown.cancelled() => Err(Interrupted),
+        writes: Vec<GuardedWrite>,
+        checkpoints: Vec<CheckpointUpdate>,
+    ) -> Result<Vec<ItemOutcome>, StoreError>;
+
+    /// Records the truncate floor of `namespace` at `floor` (only forward); true when it
+    /// moved.
+    async fn record_floor(&self, namespace: &str, floor: SourceVersion)
+    -> Result<bool, StoreError>;
+
+    /// The stored floors of `namespaces` (all when `None`).
+    async fn floors(
+        &self,
+        namespaces: Option<&[String]>,
+    ) -> Result<Vec<(String, SourceVersion)>, StoreError>;
+
+    /// Deletes the documents of `target` older than `floor`; returns how many.
+    async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError>;
+
+    /// The stored checkpoints of `projection`.
+    async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, StoreError>;
+
+    /// One cheap request (the readiness probe).
+    async fn probe(&self) -> Result<(), StoreError>;
+
+    /// `database.collection` of a target (the default database when it names none).
+    fn namespace(&self, target: &Target) -> String;
+
+    /// How many times the client was rebuilt (new credentials from Vault); 0 by default.
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// Calls `call` until it succeeds, waiting `backoff` between attempts and logging
+/// `what`; `Err` only when `shutdown` comes first.
+pub(crate) async fn retry<T, E, F, Fut>(
+    backoff: &Backoff,
+    shutdown: &CancellationToken,
+    what: &str,
+    mut call: F,
+) -> Result<T, Interrupted>
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut attempt = 0;
+    loop {
+        match call().await {
+            Ok(value) => return Ok(value),
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "{what}; retrying");
+                backoff
+                    .sleep_unless(attempt, shutdown.cancelled())
+                    .await
+                    .map_err(|_| Interrupted)?;
+                attempt = attempt.saturating_add(1);
+            }
         }
     }
 }
 
-/// What MongoDB said about the planned writes of a batch, in plan order.
+/// What the store said about the planned writes of a batch, in plan order.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// One outcome per planned item (a truncate counts as applied).
+    /// One outcome per planned item (a truncate counts as applied unless replayed).
     pub outcomes: Vec<ItemOutcome>,
-    /// Time spent in MongoDB requests, retries included.
+    /// Time spent in store requests, retries included.
     pub latency: Duration,
 }
 
 /// Applies batches of planned writes.
+///
+/// ```no_run
+/// # async fn demo(mongo: cqrs_mongo::MongoClient) {
+/// use std::{sync::Arc, time::Duration};
+/// use cqrs_core::backoff::Backoff;
+/// use sync_service::write::{MongoStore, Writer};
+///
+/// let store = MongoStore::new(mongo).with_truncate_collection("my_truncates");
+/// let writer = Writer::new(Arc::new(store), Backoff::exponential(Duration::from_millis(100), Duration::from_secs(10)));
+/// assert_eq!(writer.client_generation(), 0);
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct Writer {
-    mongo: MongoClient,
-    bulk: BulkWriter,
+    store: Arc<dyn ReadStore>,
+    floors: FloorCache,
     backoff: Backoff,
-    floors: TruncateFloors,
-    /// Whether the last request reached MongoDB (for readiness).
-    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Whether the last request reached the store (for readiness).
+    healthy: Arc<AtomicBool>,
 }
 
 /// Where a planned item went.
@@ -81,68 +163,57 @@ enum Slot {
 }
 
 impl Writer {
-    /// A writer over `mongo`, truncate floors in `_sync_truncates` of its default database.
-    pub fn new(mongo: MongoClient, backoff: Backoff) -> Self {
+    /// A writer over `store`, retrying with `backoff`.
+    pub fn new(store: Arc<dyn ReadStore>, backoff: Backoff) -> Self {
         Writer {
-            bulk: mongo.bulk_writer(),
-            floors: TruncateFloors::new(mongo.clone(), "_sync_truncates"),
-            mongo,
+            store,
+            floors: FloorCache::default(),
             backoff,
-            healthy: std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            healthy: Arc::new(AtomicBool::new(true)),
         }
     }
 
-    /// Keeps the truncate floors in `collection` of the default database.
-    ///
-    /// ```no_run
-    /// # async fn demo(mongo: cqrs_mongo::MongoClient, retry: &sync_service::config::RetryConfig) {
-    /// use sync_service::write::{Backoff, Writer};
-    /// let writer = Writer::new(mongo, Backoff::new(retry)).with_truncate_collection("my_truncates");
-    /// # }
-    /// ```
-    pub fn with_truncate_collection(mut self, collection: &str) -> Self {
-        self.floors = TruncateFloors::new(self.mongo.clone(), collection);
-        self
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn ReadStore> {
+        &self.store
     }
 
-    /// The truncate floors (load them with [`TruncateFloors::load`] before the first batch).
-    pub fn floors(&self) -> &TruncateFloors {
+    /// The truncate floors known here.
+    pub fn floors(&self) -> &FloorCache {
         &self.floors
+    }
+
+    /// Loads every stored truncate floor (at start, before the first batch).
+    pub async fn load_floors(&self) -> Result<usize, StoreError> {
+        let found = self.store.floors(None).await?;
+        let n = found.len();
+        self.floors.learn(found);
+        Ok(n)
     }
 
     /// How many times the MongoDB client was rebuilt (new credentials from Vault) so far;
     /// 0 for the client of the start.
-    ///
-    /// ```no_run
-    /// # async fn demo(mongo: cqrs_mongo::MongoClient, retry: &sync_service::config::RetryConfig) {
-    /// use sync_service::write::{Backoff, Writer};
-    ///
-    /// let writer = Writer::new(mongo, Backoff::new(retry));
-    /// assert_eq!(writer.client_generation(), 0);
-    /// # }
-    /// ```
     pub fn client_generation(&self) -> u64 {
-        self.mongo.generation()
+        self.store.generation()
     }
 
-    /// True unless the last MongoDB request failed as a whole.
+    /// True unless the last store request failed as a whole.
     pub fn is_healthy(&self) -> bool {
-        self.healthy.load(std::sync::atomic::Ordering::Relaxed)
+        self.healthy.load(Ordering::Relaxed)
     }
 
     /// Records the outcome of a request made elsewhere (a periodic probe), so readiness
-    /// reflects MongoDB even when no batch is flowing.
+    /// reflects the store even when no batch is flowing.
     pub fn observe(&self, reachable: bool) {
-        self.healthy
-            .store(reachable, std::sync::atomic::Ordering::Relaxed);
+        self.healthy.store(reachable, Ordering::Relaxed);
     }
 
     /// Writes everything planned plus the checkpoints, retrying whole-request failures
-    /// with backoff until MongoDB answers or shutdown. Writes older than their collection's
-    /// truncate floor are stale without being sent; truncates apply after the other writes
-    /// (the version guard keeps rows newer than the truncate, whatever the order inside the
-    /// batch); a floor recorded meanwhile elsewhere is enforced after the writes (see
-    /// [`truncate`](crate::truncate)).
+    /// with backoff until the store answers or shutdown. Writes older than their
+    /// collection's truncate floor are stale without being sent; truncates apply after
+    /// the other writes (the version guard keeps rows newer than the truncate, whatever
+    /// the order inside the batch); a floor recorded meanwhile elsewhere is enforced after
+    /// the writes (see [`truncate`](crate::truncate)).
     pub async fn write(
         &self,
         planned: &[Planned],
@@ -159,7 +230,7 @@ impl Writer {
             match p {
                 Planned::Write { write, .. } => {
                     let target = write.write.target();
-                    let ns = self.floors.namespace(target);
+                    let ns = self.store.namespace(target);
                     let floor = *used
                         .entry(ns.clone())
                         .or_insert_with(|| self.floors.floor(&ns));
@@ -174,15 +245,15 @@ impl Writer {
                 Planned::Truncate { .. } => slots.push(Slot::Truncate),
             }
         }
-        let result = self
-            .retrying(shutdown, || {
-                self.bulk.write(writes.clone(), checkpoints.clone())
+        let sent = self
+            .retrying(shutdown, "MongoDB write failed", || {
+                self.store.bulk(writes.clone(), checkpoints.clone())
             })
             .await?;
         let mut outcomes = Vec::with_capacity(planned.len());
         for (p, slot) in planned.iter().zip(slots) {
             let outcome = match (p, slot) {
-                (_, Slot::Sent(i)) => result.items.get(i).cloned().unwrap_or(ItemOutcome::Applied),
+                (_, Slot::Sent(i)) => sent.get(i).cloned().unwrap_or(ItemOutcome::Applied),
                 (_, Slot::BelowFloor) => ItemOutcome::Stale,
                 (
                     Planned::Truncate {
@@ -190,10 +261,7 @@ impl Writer {
                     },
                     Slot::Truncate,
                 ) => {
-                    let moved = self
-                        .retrying(shutdown, || self.floors.truncate(target, *version))
-                        .await?;
-                    if moved {
+                    if self.truncate(target, *version, shutdown).await? {
                         ItemOutcome::Applied
                     } else {
                         ItemOutcome::Stale
@@ -203,14 +271,19 @@ impl Writer {
             };
             outcomes.push(outcome);
         }
-        if result.applied() > 0 {
-            let newer = self
-                .retrying(shutdown, || self.floors.newer_than(&used))
+        if sent.contains(&ItemOutcome::Applied) {
+            let namespaces: Vec<String> = used.keys().cloned().collect();
+            let found = self
+                .retrying(shutdown, "cannot read the truncate floors", || {
+                    self.store.floors(Some(&namespaces))
+                })
                 .await?;
-            for (ns, floor) in newer {
+            for (ns, floor) in self.floors.newer(&used, found) {
                 if let Some(target) = targets.get(&ns) {
-                    self.retrying(shutdown, || self.floors.sweep(target, floor))
-                        .await?;
+                    self.retrying(shutdown, "cannot sweep behind a truncate", || {
+                        self.store.sweep(target, floor)
+                    })
+                    .await?;
                 }
             }
         }
@@ -220,32 +293,52 @@ impl Writer {
         })
     }
 
-    async fn retrying<T, E, F, Fut>(
+    /// Records a truncate of `target` at `version`, then deletes every document older
+    /// than the floor. True when the floor moved or a document was deleted (false: a
+    /// replayed truncate).
+    async fn truncate(
+        &self,
+        target: &Target,
+        version: SourceVersion,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, Interrupted> {
+        let ns = self.store.namespace(target);
+        let moved = self
+            .retrying(shutdown, "cannot record a truncate", || {
+                self.store.record_floor(&ns, version)
+            })
+            .await?;
+        let floor = self.floors.floor(&ns).unwrap_or_default().max(version);
+        self.floors.learn([(ns, floor)]);
+        let deleted = self
+            .retrying(shutdown, "cannot sweep behind a truncate", || {
+                self.store.sweep(target, floor)
+            })
+            .await?;
+        Ok(moved || deleted > 0)
+    }
+
+    /// [`retry`], recording whether the store answered (readiness).
+    async fn retrying<T, F, Fut>(
         &self,
         shutdown: &CancellationToken,
+        what: &str,
         mut call: F,
     ) -> Result<T, Interrupted>
     where
-        E: std::fmt::Display,
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0;
-        loop {
-            match call().await {
-                Ok(value) => {
-                    self.healthy
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(value);
-                }
-                Err(e) => {
-                    self.healthy
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(error = %e, attempt, "MongoDB write failed; retrying");
-                    self.backoff.wait(attempt, shutdown).await?;
-                    attempt += 1;
-                }
+        let healthy = &self.healthy;
+        let value = retry(&self.backoff, shutdown, what, || {
+            let attempt = call();
+            async move {
+                let result = attempt.await;
+                healthy.store(result.is_ok(), Ordering::Relaxed);
+                result
             }
-        }
+        })
+        .await?;
+        Ok(value)
     }
 }

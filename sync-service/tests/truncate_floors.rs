@@ -11,7 +11,7 @@ use cqrs_mongo::{ItemOutcome, MongoClient, MongoConfig};
 use futures::TryStreamExt;
 use sync_service::config::RetryConfig;
 use sync_service::map::Planned;
-use sync_service::write::{Backoff, Writer};
+use sync_service::write::{MongoStore, Writer};
 use tokio_util::sync::CancellationToken;
 
 fn mongo_uri() -> String {
@@ -32,7 +32,8 @@ async fn writer(database: &str) -> (Writer, MongoClient) {
         panic!("MongoDB of the stack is not reachable: {e}; run `make infrastructure-up`")
     });
     let retry: RetryConfig = toml::from_str("").unwrap();
-    (Writer::new(mongo.clone(), Backoff::new(&retry)), mongo)
+    let store = MongoStore::new(mongo.clone());
+    (Writer::new(Arc::new(store), retry.backoff()), mongo)
 }
 
 fn insert(id: i32, position: u64) -> Planned {
@@ -76,8 +77,8 @@ async fn a_truncate_keeps_every_older_write_out_whoever_makes_it() {
     let stop = CancellationToken::new();
     let (a, mongo) = writer(&database).await;
     let (b, _) = writer(&database).await;
-    assert_eq!(a.floors().load().await.unwrap(), 0);
-    assert_eq!(b.floors().load().await.unwrap(), 0);
+    assert_eq!(a.load_floors().await.unwrap(), 0);
+    assert_eq!(b.load_floors().await.unwrap(), 0);
 
     a.write(&[insert(1, 100), insert(2, 200)], vec![], &stop)
         .await
@@ -135,7 +136,7 @@ async fn a_truncate_keeps_every_older_write_out_whoever_makes_it() {
 
     // A writer started later loads the floor.
     let (c, _) = writer(&database).await;
-    assert_eq!(c.floors().load().await.unwrap(), 1);
+    assert_eq!(c.load_floors().await.unwrap(), 1);
     let done = c.write(&[insert(10, 349)], vec![], &stop).await.unwrap();
     assert_eq!(done.outcomes, vec![ItemOutcome::Stale]);
     assert_eq!(ids(&mongo).await, vec![7, 8]);
