@@ -218,11 +218,17 @@ impl BulkResult {
 enum Slot {
     Item(usize),
     Checkpoint(usize),
+    /// The copy of an item's write for the version of its read model being rebuilt: its
+    /// outcome is not the item's (the live version decides), a failure is logged.
+    Shadow(usize),
 }
 
 #[derive(Debug, Clone)]
 struct Unit {
+    /// Where it is sent: a physical collection (see `layout`).
     ns: Namespace,
+    /// The read model it writes, as errors name it.
+    model: Namespace,
     id: String,
     filter: Document,
     body: OpBody,
@@ -385,11 +391,7 @@ impl BulkWriter {
     /// ```
     pub async fn apply(&self, write: impl Into<GuardedWrite>) -> Result<WriteOutcome> {
         let op = guard::build(&write.into(), &self.fields, bson::DateTime::now())?;
-        let coll = self
-            .client
-            .database(op.database.as_deref())
-            .collection::<Document>(&op.collection);
-        guard::execute_one(&coll, &op, self.options.confirm_stale).await
+        guard::execute_resolved(&self.client, &op, self.options.confirm_stale).await
     }
 
     /// Applies many guarded writes and saves checkpoints, returning one outcome per item.
@@ -452,7 +454,8 @@ impl BulkWriter {
                 rounds.push(Vec::new());
             }
             rounds[*round].push(Unit {
-                ns: Namespace::new(db, op.collection.clone()),
+                ns: Namespace::new(db.clone(), op.collection.clone()),
+                model: Namespace::new(db, op.collection.clone()),
                 id: display_id(&op.id),
                 filter: op.filter,
                 body: op.body,
@@ -468,6 +471,7 @@ impl BulkWriter {
             match cp.guarded(&cp_ns.coll) {
                 Ok((filter, update)) => cp_units.push(Unit {
                     ns: cp_ns.clone(),
+                    model: cp_ns.clone(),
                     id,
                     filter,
                     body: OpBody::Update(update),
@@ -483,6 +487,10 @@ impl BulkWriter {
                 }
             }
         }
+
+        // Read models live in versioned collections (see `layout`): writes go to the live
+        // version, and a copy to the version being rebuilt, if any.
+        self.resolve_physical(&mut rounds).await?;
 
         let strategy = if rounds.is_empty() && cp_units.is_empty() {
             BulkStrategy::PerCollection
@@ -502,9 +510,10 @@ impl BulkWriter {
         let mut requests = 0;
         for (n, mut round) in rounds.into_iter().enumerate() {
             round.retain(|unit| match unit.slot {
+                Slot::Shadow(i) if failed_docs.contains(&doc_keys[i]) => false,
                 Slot::Item(i) if failed_docs.contains(&doc_keys[i]) => {
                     items[i] = Some(ItemOutcome::Failed(ItemError {
-                        namespace: unit.ns.to_string(),
+                        namespace: unit.model.to_string(),
                         id: unit.id.clone(),
                         code: None,
                         message: "held back: an earlier write of this document in the batch \
@@ -534,6 +543,11 @@ impl BulkWriter {
                         items[i] = Some(outcome);
                     }
                     Slot::Checkpoint(j) => cp_out[j] = Some(outcome),
+                    Slot::Shadow(i) => {
+                        if let ItemOutcome::Failed(e) = outcome {
+                            tracing::warn!(item = i, error = %e, "write to the version being rebuilt failed");
+                        }
+                    }
                 }
             }
         }
@@ -557,6 +571,35 @@ impl BulkWriter {
                 .collect(),
             requests,
         })
+    }
+
+    /// Points every unit at the live physical collection of its read model and adds a
+    /// shadow copy for the version being rebuilt.
+    async fn resolve_physical(&self, rounds: &mut [Vec<Unit>]) -> Result<()> {
+        let mut layouts: HashMap<Namespace, crate::Layout> = HashMap::new();
+        for unit in rounds.iter().flatten() {
+            if !layouts.contains_key(&unit.ns) {
+                let layout = self.client.layout(Some(&unit.ns.db), &unit.ns.coll).await?;
+                layouts.insert(unit.ns.clone(), layout);
+            }
+        }
+        for round in rounds.iter_mut() {
+            let mut shadows = Vec::new();
+            for unit in round.iter_mut() {
+                let Some(layout) = layouts.get(&unit.ns) else {
+                    continue;
+                };
+                if let (Some(building), Slot::Item(i)) = (&layout.building, unit.slot) {
+                    let mut shadow = unit.clone();
+                    shadow.ns = Namespace::new(unit.ns.db.clone(), building.clone());
+                    shadow.slot = Slot::Shadow(i);
+                    shadows.push(shadow);
+                }
+                unit.ns = Namespace::new(unit.ns.db.clone(), layout.live.clone());
+            }
+            round.extend(shadows);
+        }
+        Ok(())
     }
 
     fn use_insert_first(&self) -> bool {
@@ -641,7 +684,7 @@ impl BulkWriter {
                         settled.insert(
                             i,
                             ItemOutcome::Failed(ItemError {
-                                namespace: round[i].ns.to_string(),
+                                namespace: round[i].model.to_string(),
                                 id: round[i].id.clone(),
                                 code: Some(*code),
                                 message: message.clone(),
@@ -701,7 +744,7 @@ impl BulkWriter {
                 Raw::Ok => ItemOutcome::Applied,
                 Raw::DuplicateId => ItemOutcome::Stale,
                 Raw::Failed(code, message) => ItemOutcome::Failed(ItemError {
-                    namespace: u.ns.to_string(),
+                    namespace: u.model.to_string(),
                     id: u.id.clone(),
                     code,
                     message,

@@ -6,6 +6,7 @@
 //! renewed with a new user) takes effect everywhere without rebuilding anything.
 
 use std::{
+    collections::HashMap,
     fmt,
     path::PathBuf,
     sync::{Arc, RwLock},
@@ -22,6 +23,7 @@ use crate::{
     bulk::BulkWriter,
     checkpoint::CheckpointStore,
     errors::{Error, Result},
+    layout::{DEFAULT_TOMBSTONE_RETENTION, Layout},
     model::MongoReadModel,
     repository::Repository,
 };
@@ -190,6 +192,10 @@ pub struct MongoConfig {
     pub default_database: Option<String>,
     /// Application name reported to the server.
     pub app_name: String,
+    /// How long tombstones of deleted documents are kept (a TTL index on every read model's
+    /// physical collection): longer than any replay of the source, since a change older
+    /// than a purged tombstone could bring its document back. 7 days by default.
+    pub tombstone_retention: Duration,
 }
 
 impl MongoConfig {
@@ -202,7 +208,20 @@ impl MongoConfig {
             pool: PoolConfig::default(),
             default_database: None,
             app_name: "cqrs-mongo".to_string(),
+            tombstone_retention: DEFAULT_TOMBSTONE_RETENTION,
         }
+    }
+
+    /// Keeps tombstones this long (7 days by default).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = cqrs_mongo::MongoConfig::new("mongodb://h").with_tombstone_retention(Duration::from_secs(3600));
+    /// assert_eq!(c.tombstone_retention, Duration::from_secs(3600));
+    /// ```
+    pub fn with_tombstone_retention(mut self, retention: Duration) -> Self {
+        self.tombstone_retention = retention;
+        self
     }
 
     /// Uses these credentials.
@@ -350,6 +369,8 @@ struct Current {
 struct Shared {
     config: RwLock<MongoConfig>,
     current: RwLock<Arc<Current>>,
+    /// Where read models live, by (database, name): see [`crate::layout`].
+    layouts: RwLock<HashMap<(String, String), Layout>>,
 }
 
 /// A handle on a MongoDB deployment: clonable, swappable.
@@ -391,6 +412,7 @@ impl MongoClient {
                     default_database,
                     generation: 0,
                 })),
+                layouts: RwLock::default(),
             }),
         })
     }
@@ -461,6 +483,35 @@ impl MongoClient {
         current
             .client
             .database(name.unwrap_or(&current.default_database))
+    }
+
+    /// The cached layout of a read model, if resolved before.
+    pub(crate) fn cached_layout(&self, db: &str, name: &str) -> Option<Layout> {
+        let layouts = self.shared.layouts.read().ok()?;
+        layouts.get(&(db.to_owned(), name.to_owned())).cloned()
+    }
+
+    pub(crate) fn cached_layout_keys(&self) -> Vec<(String, String)> {
+        self.shared
+            .layouts
+            .read()
+            .map(|l| l.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn cache_layout(&self, layout: Layout) {
+        if let Ok(mut layouts) = self.shared.layouts.write() {
+            layouts.insert((layout.database.clone(), layout.name.clone()), layout);
+        }
+    }
+
+    /// How long tombstones are kept ([`MongoConfig::with_tombstone_retention`]).
+    pub fn tombstone_retention(&self) -> Duration {
+        self.shared
+            .config
+            .read()
+            .map(|c| c.tombstone_retention)
+            .unwrap_or(DEFAULT_TOMBSTONE_RETENTION)
     }
 
     /// How many times the client was rebuilt (0 for the original).

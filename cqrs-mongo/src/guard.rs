@@ -309,6 +309,26 @@ pub(crate) fn build(
     })
 }
 
+/// Sends one guarded operation to the live version of its read model, and a copy to the
+/// version being rebuilt (see [`layout`](crate::layout)); the live outcome counts.
+pub(crate) async fn execute_resolved(
+    client: &crate::MongoClient,
+    op: &GuardedOp,
+    confirm_stale: bool,
+) -> Result<WriteOutcome> {
+    let layout = client
+        .layout(op.database.as_deref(), &op.collection)
+        .await?;
+    let db = client.database(Some(&layout.database));
+    let outcome = execute_one(&db.collection(&layout.live), op, confirm_stale).await?;
+    if let Some(building) = &layout.building
+        && let Err(e) = execute_one(&db.collection(building), op, confirm_stale).await
+    {
+        tracing::warn!(collection = %building, id = %display_id(&op.id), error = %e, "write to the version being rebuilt failed");
+    }
+    Ok(outcome)
+}
+
 /// Sends one guarded operation; a duplicate key on `_id` is stale (confirmed once by a
 /// retry when `confirm_stale`).
 pub(crate) async fn execute_one(

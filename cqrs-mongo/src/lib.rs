@@ -54,6 +54,7 @@ pub mod client;
 pub mod errors;
 pub mod guard;
 pub mod indexes;
+pub mod layout;
 pub mod model;
 pub mod repository;
 #[cfg(feature = "vault")]
@@ -72,6 +73,7 @@ pub use checkpoint::{Checkpoint, CheckpointStore, CheckpointUpdate};
 pub use client::{Credentials, MongoClient, MongoConfig, PoolConfig, Secret, TlsConfig};
 pub use errors::{Error, Result};
 pub use guard::WriteOutcome;
+pub use layout::Layout;
 pub use model::{GuardedWrite, MongoReadModel, VersionFields, Versioned};
 pub use repository::{Field, Filter, Page, PageCursor, Patch, Query, Repository, Sort};
 pub use wait::Waited;

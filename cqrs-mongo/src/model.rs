@@ -16,8 +16,10 @@
 //! # Tombstones
 //!
 //! A delete replaces the document by `{_id, _version, _version_index, _deleted: true,
-//! _deleted_at: <date>}`. Repository queries add `_deleted: {$ne: true}`, so tombstones
-//! are invisible; older writes meet the tombstone's version and are stale.
+//! _deleted_at: <date>}` in the physical collection; older writes meet the tombstone's
+//! version and are stale. Readers never see it: they read the read model's view, which
+//! shows live documents only, and a TTL index purges tombstones after a retention (see
+//! [`layout`](crate::layout)).
 
 use std::time::Duration;
 
@@ -159,8 +161,10 @@ pub trait MongoReadModel: ReadModel {
     /// Database holding the collection; `None` for the client's default database.
     const DATABASE: Option<&'static str> = None;
 
-    /// How long tombstones are kept before a TTL index removes them; `None` keeps them
-    /// until [`Repository::purge_tombstones`](crate::Repository::purge_tombstones).
+    /// How long tombstones are kept before a TTL index removes them; `None` uses the
+    /// client's retention ([`MongoConfig::with_tombstone_retention`](crate::MongoConfig),
+    /// 7 days by default). Applied by
+    /// [`Repository::ensure_indexes`](crate::Repository::ensure_indexes).
     ///
     /// Keep it longer than any redelivery window of the source: once a tombstone is gone,
     /// an older write for that id can create the document again.

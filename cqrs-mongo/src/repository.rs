@@ -413,7 +413,7 @@ impl Patch {
     ///
     /// ```
     /// #[derive(serde::Serialize)]
-    /// struct Shipping { carrier: &'static str, parcels: u32 }
+    /// struct Shipping { carrier: &'static str, parcels: i32 }
     ///
     /// let (set, _) = cqrs_mongo::Patch::new()
     ///     .set_all(&Shipping { carrier: "dhl", parcels: 2 })
@@ -542,15 +542,33 @@ impl<M: MongoReadModel> Repository<M> {
         self.client.database(M::DATABASE)
     }
 
-    /// Raw access to the collection, for anything this type does not cover. Writes made
-    /// through it bypass the version guard.
+    /// Raw read access to the read model, for anything this type does not cover: its view
+    /// (live documents of the live version, see [`layout`](crate::layout)); it refuses
+    /// writes.
     pub fn collection(&self) -> Collection<Document> {
         self.database().collection(M::COLLECTION)
     }
 
-    /// The collection typed as `M` (tombstones included: filter on `_deleted`).
+    /// [`Repository::collection`] typed as `M`.
     pub fn typed_collection(&self) -> Collection<M> {
         self.database().collection(M::COLLECTION)
+    }
+
+    /// The physical collection of the live version, tombstones included (writes made
+    /// through it bypass the version guard).
+    ///
+    /// ```no_run
+    /// # use cqrs_mongo::MongoReadModel;
+    /// # async fn demo<M: MongoReadModel>(repo: cqrs_mongo::Repository<M>) -> cqrs_mongo::Result<()> {
+    /// let tombstones = repo.physical().await?.count_documents(cqrs_mongo::bson::doc! { "_deleted": true }).await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn physical(&self) -> Result<Collection<Document>> {
+        let layout = self.client.layout(M::DATABASE, M::COLLECTION).await?;
+        Ok(self
+            .client
+            .database(Some(&layout.database))
+            .collection(&layout.live))
     }
 
     /// Where guarded writes of this model go.
@@ -588,9 +606,17 @@ impl<M: MongoReadModel> Repository<M> {
     ///
     /// A conflicting existing index is an [`Error::IndexConflict`].
     pub async fn ensure_indexes(&self) -> Result<Vec<String>> {
-        let mut declared = M::indexes();
-        declared.push(indexes::tombstone_index(M::TOMBSTONE_TTL));
-        indexes::ensure_indexes(&self.collection(), declared).await
+        let layout = self.client.layout(M::DATABASE, M::COLLECTION).await?;
+        let db = self.client.database(Some(&layout.database));
+        let retention = M::TOMBSTONE_TTL.unwrap_or_else(|| self.client.tombstone_retention());
+        let mut created = Vec::new();
+        for physical in layout.write_targets() {
+            self.client
+                .ensure_retention(&db, physical, retention)
+                .await?;
+            created.extend(indexes::ensure_indexes(&db.collection(physical), M::indexes()).await?);
+        }
+        Ok(created)
     }
 
     /// The live document with this id, with its version.
@@ -615,7 +641,8 @@ impl<M: MongoReadModel> Repository<M> {
             DELETED_FIELD: 1,
         };
         let found = self
-            .collection()
+            .physical()
+            .await?
             .find_one(doc! { "_id": id.clone() })
             .projection(projection)
             .await
@@ -840,13 +867,16 @@ impl<M: MongoReadModel> Repository<M> {
     /// Applies an untyped guarded write to this model's collection (its target's
     /// collection and database are ignored).
     pub async fn apply(&self, write: impl Into<GuardedWrite>) -> Result<WriteOutcome> {
-        let op = guard::build(&write.into(), &self.fields, bson::DateTime::now())?;
-        guard::execute_one(&self.collection(), &op, true).await
+        let mut op = guard::build(&write.into(), &self.fields, bson::DateTime::now())?;
+        op.database = M::DATABASE.map(str::to_owned);
+        op.collection = M::COLLECTION.to_owned();
+        guard::execute_resolved(&self.client, &op, true).await
     }
 
     /// Removes tombstones deleted before `older_than`; returns how many.
     pub async fn purge_tombstones(&self, older_than: chrono::DateTime<chrono::Utc>) -> Result<u64> {
-        self.collection()
+        self.physical()
+            .await?
             .delete_many(doc! {
                 DELETED_FIELD: true,
                 DELETED_AT_FIELD: { "$lt": bson::DateTime::from_chrono(older_than) },

@@ -214,7 +214,8 @@ impl<M: MongoReadModel> Repository<M> {
         let started = Instant::now();
         let deadline = started + timeout;
         let id_bson = self.encode_id(id)?;
-        let coll = self.collection();
+        // Tombstones count here (a deletion answers a wait): read the physical collection.
+        let coll = self.physical().await?;
         let mut last_seen = None;
         let mut pause = FIRST_POLL;
         loop {

@@ -231,7 +231,22 @@ async fn per_item_results(strategy: BulkStrategy) {
     assert_eq!(seq.get_i32("d").unwrap(), 3);
     assert_eq!(seq.get_i64("_version").unwrap(), 2);
     assert_eq!(seq.get_i64("_version_index").unwrap(), 1);
-    let old = orders.find_one(doc! {"_id": "old"}).await.unwrap().unwrap();
+    // Deleted: readers of the read model (its view) do not see it, the tombstone is in the
+    // physical collection.
+    assert!(
+        orders
+            .find_one(doc! {"_id": "old"})
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let live = db.mongo.layout(None, "orders").await.unwrap().live;
+    let physical = db.mongo.default_database().collection::<Document>(&live);
+    let old = physical
+        .find_one(doc! {"_id": "old"})
+        .await
+        .unwrap()
+        .unwrap();
     assert!(old.get_bool("_deleted").unwrap());
     let archived = db
         .mongo
@@ -370,7 +385,9 @@ async fn shuffled_batches(strategy: BulkStrategy) {
         rest = &rest[n..];
     }
     assert!(applied >= 100);
-    let coll = db.mongo.default_database().collection::<Document>("things");
+    // Tombstones are in the physical collection (the view `things` shows live documents).
+    let live = db.mongo.layout(None, "things").await.unwrap().live;
+    let coll = db.mongo.default_database().collection::<Document>(&live);
     for d in 0..100 {
         let doc = coll
             .find_one(doc! {"_id": format!("t{d}")})

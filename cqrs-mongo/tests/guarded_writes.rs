@@ -70,7 +70,13 @@ async fn duplicates_are_noops() {
         repo.replace(&item("a", 1), v).await.unwrap(),
         WriteOutcome::Applied
     );
-    let before = repo.collection().find_one(doc! {"_id": "a"}).await.unwrap();
+    let before = repo
+        .physical()
+        .await
+        .unwrap()
+        .find_one(doc! {"_id": "a"})
+        .await
+        .unwrap();
     assert_eq!(
         repo.replace(&item("a", 1), v).await.unwrap(),
         WriteOutcome::Stale
@@ -85,7 +91,13 @@ async fn duplicates_are_noops() {
         repo.patch(&"a".into(), v, p).await.unwrap(),
         WriteOutcome::Stale
     );
-    let after = repo.collection().find_one(doc! {"_id": "a"}).await.unwrap();
+    let after = repo
+        .physical()
+        .await
+        .unwrap()
+        .find_one(doc! {"_id": "a"})
+        .await
+        .unwrap();
     assert_eq!(before, after);
     assert_eq!(
         repo.delete(&"a".into(), SourceVersion::new(4))
@@ -139,7 +151,9 @@ async fn delete_then_older_update_stays_deleted() {
     assert_eq!(repo.find(&Query::all()).await.unwrap().len(), 1);
     // The tombstone is there, with its version.
     let raw = repo
-        .collection()
+        .physical()
+        .await
+        .unwrap()
         .find_one(doc! {"_id": "a"})
         .await
         .unwrap()
@@ -173,7 +187,9 @@ async fn delete_then_older_update_stays_deleted() {
     let back = repo.get(&"a".into()).await.unwrap().unwrap();
     assert_eq!(back.document.value, 7);
     let raw = repo
-        .collection()
+        .physical()
+        .await
+        .unwrap()
         .find_one(doc! {"_id": "a"})
         .await
         .unwrap()
@@ -295,7 +311,9 @@ async fn index_part_of_version_compares_exactly() {
         (SourceVersion::new(6), 60)
     );
     let raw = repo
-        .collection()
+        .physical()
+        .await
+        .unwrap()
         .find_one(doc! {"_id": "x"})
         .await
         .unwrap()
@@ -360,7 +378,9 @@ async fn patches_are_guarded_and_create_when_missing() {
 async fn documents_without_a_version_count_as_zero() {
     let db = TestDb::new().await;
     let repo = db.mongo.repository::<Item>();
-    repo.collection()
+    repo.physical()
+        .await
+        .unwrap()
         .insert_one(doc! { "_id": "legacy", "value": 1 })
         .await
         .unwrap();

@@ -90,7 +90,9 @@ async fn insert_first_and_guarded_paths_agree_item_by_item() {
             "{insert_first}: a tombstone is not undone"
         );
 
-        let coll = db.mongo.default_database().collection::<Document>("docs");
+        // The physical collection: tombstones included (the view `docs` hides them).
+        let live = db.mongo.layout(None, "docs").await.unwrap().live;
+        let coll = db.mongo.default_database().collection::<Document>(&live);
         let seven = coll.find_one(doc! { "_id": 7 }).await.unwrap().unwrap();
         assert_eq!(
             (

@@ -20,10 +20,12 @@ fn scoped(scope: &str, position: u64, set: Document) -> ReadModelWrite<Bson, Doc
     }
 }
 
+/// The stored document, tombstone included (the physical collection).
 async fn stored(db: &common::TestDb) -> Document {
+    let live = db.mongo.layout(None, "summaries").await.unwrap().live;
     db.mongo
         .default_database()
-        .collection::<Document>("summaries")
+        .collection::<Document>(&live)
         .find_one(doc! { "_id": "o-1" })
         .await
         .unwrap()
