@@ -6,7 +6,7 @@
 //! consumed later from another partition, would bring its row back. Deleting what exists
 //! when the truncate is applied is not enough: the read model needs a *floor*.
 //!
-//! * A floor is stored per target collection (`{_id: "<db>.<collection>", position,
+//! * A floor is stored per target read model (`{_id: "<db>.<collection>", position,
 //!   index}` in `[mongodb] truncate_collection`, `_sync_truncates` by default) and only
 //!   moves forward. Applying a truncate first records the floor, then deletes every
 //!   document older than it.
@@ -32,6 +32,8 @@ use bson::{Document, doc};
 use cqrs_core::{SourceVersion, Target};
 use cqrs_mongo::MongoClient;
 use futures::TryStreamExt;
+
+use crate::write::StoreError;
 
 /// The floors this process knows, by namespace (`database.collection`). They only move
 /// forward.
@@ -179,11 +181,7 @@ impl MongoFloors {
     }
 
     /// Deletes the documents of `target` older than `floor`.
-    pub async fn sweep(
-        &self,
-        target: &Target,
-        floor: SourceVersion,
-    ) -> mongodb::error::Result<u64> {
+    pub async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError> {
         let position = i64::try_from(floor.position).unwrap_or(i64::MAX);
         let older = if floor.index == 0 {
             doc! { "_version": { "$not": { "$gte": position } } }
@@ -193,13 +191,21 @@ impl MongoFloors {
                 { "_version": position, "_version_index": { "$gte": i64::from(floor.index) } },
             ] }
         };
-        let deleted = self
+        // The read model is a view over versioned collections (cqrs_mongo::layout): delete
+        // in the physical ones a write goes to (the live version and one being rebuilt).
+        let layout = self
             .mongo
-            .database(target.database.as_deref())
-            .collection::<Document>(&target.collection)
-            .delete_many(older)
-            .await?
-            .deleted_count;
+            .layout(target.database.as_deref(), &target.collection)
+            .await?;
+        let database = self.mongo.database(Some(&layout.database));
+        let mut deleted = 0;
+        for collection in layout.write_targets() {
+            deleted += database
+                .collection::<Document>(collection)
+                .delete_many(older.clone())
+                .await?
+                .deleted_count;
+        }
         if deleted > 0 {
             tracing::info!(
                 collection = %target.collection,
