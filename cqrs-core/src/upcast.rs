@@ -184,18 +184,26 @@ impl Upcasters {
             event_version: metadata.event_version,
             payload,
         })?;
-        let payload =
-            serde_json::from_value(raw.payload).map_err(|source| StoreError::Deserialize {
+        // The path names the field that does not fit (`amount.cents`), not just its type.
+        let payload = serde_path_to_error::deserialize(raw.payload).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." {
+                String::new()
+            } else {
+                format!(" (field `{path}`)")
+            };
+            StoreError::Deserialize {
                 what: format!(
-                    "event {} v{} #{} of {} {}",
+                    "event {} v{} #{} of {} {}{field}",
                     raw.event_type,
                     raw.event_version,
                     metadata.sequence,
                     metadata.aggregate_type,
                     metadata.aggregate_id
                 ),
-                source,
-            })?;
+                source: e.into_inner(),
+            }
+        })?;
         metadata.event_type = raw.event_type;
         metadata.event_version = raw.event_version;
         Ok(EventEnvelope { metadata, payload })

@@ -7,7 +7,6 @@
 
 use std::time::Duration;
 
-use cqrs_core::ReadModel;
 use cqrs_examples::app::{DemoNames, Stack, run_flow};
 use cqrs_examples::env::Env;
 use cqrs_examples::orders::Status;
