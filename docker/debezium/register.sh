@@ -76,9 +76,18 @@ for template in "$@"; do
   else
     name=$(connector_name "$template")
   fi
-  code=$(render "$template" | curl -sS -o "$resp" -w '%{http_code}' --max-time 60 -X PUT \
-    -H 'Content-Type: application/json' -H 'Accept: application/json' \
-    --data-binary @- "$CONNECT_URL/connectors/$name/config") || fail "PUT $CONNECT_URL/connectors/$name/config failed"
+  # Connect answers 409 while its group rebalances and 500 "scheduled for shutdown" for a
+  # connector it is still stopping after a restart: both pass, so those are retried.
+  start=$(date +%s)
+  while :; do
+    code=$(render "$template" | curl -sS -o "$resp" -w '%{http_code}' --max-time 60 -X PUT \
+      -H 'Content-Type: application/json' -H 'Accept: application/json' \
+      --data-binary @- "$CONNECT_URL/connectors/$name/config") || fail "PUT $CONNECT_URL/connectors/$name/config failed"
+    case "$code" in
+      409 | 500 | 503) [ $(($(date +%s) - start)) -lt "$WAIT" ] || break; sleep 1 ;;
+      *) break ;;
+    esac
+  done
   case "$code" in
     200 | 201) say "connector $name configured (HTTP $code)" ;;
     *)
