@@ -241,6 +241,20 @@ wait_healthy() {
   done
 }
 
+# After a failed `up` (Compose stops when a dependency turns unhealthy): every service that
+# is unhealthy, stopped or failed, with the tail of its log.
+diagnose() {
+  local svc status health code role id found=0
+  while read -r svc status health code role id; do
+    [[ -n $svc ]] || continue
+    if [[ $health == unhealthy ]] || { [[ $status == exited || $status == dead ]] && ((code != 0)); }; then
+      show_failure "$svc" "is $status/$health (exit code $code)"
+      found=1
+    fi
+  done <<<"$(container_states)"
+  ((found)) || log "no container is unhealthy or failed; 'docker/compose.sh logs' for more"
+}
+
 # endpoint shown by `status` for a service (host side, no secrets)
 endpoint_of() {
   case "$1" in
@@ -330,11 +344,11 @@ main() {
         log "offline: $REASON; using docker/docker-compose.offline.yml with images built here (docker/images/build.sh)"
         local_images
         log "starting (${DC[*]} up -d --no-build); waiting up to ${WAIT_TIMEOUT}s for health"
-        dc up -d --no-build --remove-orphans "$@"
+        dc up -d --no-build --remove-orphans "$@" || { diagnose; die "'up' failed (see above)"; }
       else
         log "upstream images ($REASON)"
         log "starting (${DC[*]} up -d --build); waiting up to ${WAIT_TIMEOUT}s for health"
-        dc up -d --build --remove-orphans "$@"
+        dc up -d --build --remove-orphans "$@" || { diagnose; die "'up' failed (see above)"; }
       fi
       wait_healthy || die "the stack did not become healthy (see above); 'docker/compose.sh logs' for more"
       log "healthy in $((SECONDS - t0))s"

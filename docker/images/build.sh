@@ -74,7 +74,7 @@ SUITE=trixie
 # upstream Prometheus health check uses it), gosu (PostgreSQL's entrypoint drops root).
 BASE_INCLUDE="ca-certificates,curl,wget,gosu"
 # Bump when the recipe of the base changes in a way its inputs below do not show.
-BASE_RECIPE=1
+BASE_RECIPE=2
 SYNC_BIN="${CQRS_SYNC_SERVICE_BIN:-$REPO_DIR/target/debug/sync-service}"
 JOBS="${CQRS_IMAGES_JOBS:-4}"
 PROMETHEUS_BIN=""
@@ -242,7 +242,14 @@ build_base() {
   # apt in the images: the same archive plus updates and security; no package cache
   printf 'deb %s %s main\ndeb %s %s-updates main\ndeb http://deb.debian.org/debian-security %s-security main\n' \
     "$mirror" "$SUITE" "$mirror" "$SUITE" "$SUITE" | as_root tee "$root/etc/apt/sources.list" >/dev/null
-  as_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
+  # as Debian's official images: apt keeps no downloaded packages in an image layer
+  as_root tee "$root/etc/apt/apt.conf.d/docker-clean" >/dev/null <<'APT'
+DPkg::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+APT::Update::Post-Invoke { "rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true"; };
+Dir::Cache::pkgcache "";
+Dir::Cache::srcpkgcache "";
+APT
+  as_root rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/cache/apt/*.bin "$root"/var/lib/apt/lists/* "$root"/var/log/*.log
   if ! as_root tar --numeric-owner -C "$root" -c . \
     | docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["bash"]' \
       --message "debootstrap --variant=minbase $SUITE" - "$tag" >>"$lf" 2>&1; then
@@ -345,6 +352,11 @@ main() {
       ((${#failed[@]} == 0)) || die "images not built: ${failed[*]} (see above)"
     fi
     built=$((built + ${#pending[@]}))
+    if ((built)); then
+      # BuildKit keeps every build context (a new ~160 MB sync-service binary each time) and
+      # the snapshots of replaced images: keep its cache small, the images are the cache
+      DOCKER_BUILDKIT=1 "${BUILD_DOCKER[@]}" builder prune -f --keep-storage 1GB >/dev/null 2>&1 || true
+    fi
     log "images ready in $((SECONDS - t0))s ($built built, $((${#COMPONENTS[@]} + 1 - built)) cached)"
   fi
   for name in debian "${COMPONENTS[@]}"; do
