@@ -271,10 +271,20 @@ impl Scenario {
     }
 
     /// Every document of a collection (tombstones included), by `_id`.
+    ///
+    /// A read model is a view hiding tombstones over its live version (cqrs_mongo::layout):
+    /// this reads the live version itself, tombstones included.
     pub async fn all_docs(&self, collection: &str) -> Vec<Document> {
-        self.mongo
-            .database(&self.database)
-            .collection::<Document>(collection)
+        let database = self.mongo.database(&self.database);
+        let physical = database
+            .collection::<Document>("_read_models")
+            .find_one(doc! { "_id": collection })
+            .await
+            .unwrap()
+            .and_then(|layout| layout.get_str("live").ok().map(str::to_owned))
+            .unwrap_or_else(|| collection.to_owned());
+        database
+            .collection::<Document>(&physical)
             .find(doc! {})
             .sort(doc! { "_id": 1 })
             .await
@@ -291,6 +301,20 @@ impl Scenario {
             .into_iter()
             .filter(|d| !d.get_bool("_deleted").unwrap_or(false))
             .collect()
+    }
+
+    /// What a plain `find({})` on the read model's name returns (its view), by `_id`.
+    pub async fn view_docs(&self, collection: &str) -> Vec<Document> {
+        self.mongo
+            .database(&self.database)
+            .collection::<Document>(collection)
+            .find(doc! {})
+            .sort(doc! { "_id": 1 })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap()
     }
 
     pub async fn cleanup(&self) {
