@@ -597,14 +597,24 @@ fn compose_stack_through_its_containers() {
             !doc.contains_key("internal_note"),
             "the projection excludes internal_note: {doc}"
         );
-        assert!(
-            orders
-                .find_one(doc! { "_id": 1_i64 })
-                .await
-                .unwrap()
-                .is_some(),
-            "row 1 (written before the sync-service started) is in MongoDB"
-        );
+        // row 1 was written before the sync-service started; its key may sit in another
+        // partition than row 2's, consumed a little later
+        until(
+            "row 1 (written before the sync-service started) in MongoDB",
+            Duration::from_secs(60),
+            || {
+                let orders = orders.clone();
+                async move {
+                    orders
+                        .find_one(doc! { "_id": 1_i64 })
+                        .await
+                        .map_err(|e| e.to_string())?
+                        .map(|_| ())
+                        .ok_or_else(|| "not there yet".to_owned())
+                }
+            },
+        )
+        .await;
         report(&format!(
             "row in PostgreSQL -> document in MongoDB through the containers in {:.1}s",
             t.elapsed().as_secs_f64()
