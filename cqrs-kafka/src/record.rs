@@ -1,6 +1,7 @@
 //! The records the loop hands to its handler: our own type, so that the stages behind the
 //! loop (and their unit tests) never need a Kafka client or an `rdkafka` message.
 
+use cqrs_core::outbox::{DecodeError, IntegrationEvent};
 use rdkafka::Message;
 use rdkafka::message::Headers;
 
@@ -171,6 +172,29 @@ impl Record {
     /// ```
     pub fn id(&self) -> String {
         format!("{}/{}/{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The record as an integration event of an outbox topic (`cqrs-core`'s one outbox
+    /// decoder); `Ok(None)` for a tombstone.
+    ///
+    /// ```
+    /// let r = cqrs_kafka::Record::new("outbox.event.Order", 0, 3)
+    ///     .with_key(b"o-1".to_vec())
+    ///     .with_value(br#"{"total":5}"#.to_vec())
+    ///     .with_header("id", Some(b"0190c3f6-6c1e-7c4e-9c1e-3a2b1c0d9e8f".to_vec()))
+    ///     .with_header("eventType", Some(b"OrderPlaced".to_vec()));
+    /// let event = r.integration_event().unwrap().unwrap();
+    /// assert_eq!((event.aggregate_id.as_str(), event.position.offset), ("o-1", 3));
+    /// ```
+    pub fn integration_event(&self) -> Result<Option<IntegrationEvent>, DecodeError> {
+        IntegrationEvent::from_record(
+            &self.topic,
+            self.partition,
+            self.offset,
+            self.key(),
+            self.value(),
+            self.headers_iter(),
+        )
     }
 
     /// Copies an `rdkafka` message (borrowed from the consumer or owned).

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use cqrs_core::backoff::Backoff;
-use cqrs_core::outbox::IntegrationEvent;
 use cqrs_kafka::{Halt, Handler, Record};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -68,14 +67,7 @@ impl Reactions {
     /// Decodes one record and runs every handler of its topic, retrying transient
     /// failures with backoff (the partition waits: order is kept) until shutdown.
     async fn settle(&self, record: &Record, stop: &CancellationToken) -> Settled {
-        let event = match IntegrationEvent::from_record(
-            &record.topic,
-            record.partition,
-            record.offset,
-            record.key(),
-            record.value(),
-            record.headers_iter(),
-        ) {
+        let event = match record.integration_event() {
             Ok(Some(event)) => event,
             Ok(None) => return Settled::Done,
             Err(e) => return Settled::Poisoned(e.to_string()),
@@ -121,6 +113,7 @@ mod tests {
 
     use async_trait::async_trait;
     use cqrs_core::ConsistencyToken;
+    use cqrs_core::outbox::IntegrationEvent;
 
     use super::*;
     use crate::handler::Handled;

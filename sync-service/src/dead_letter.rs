@@ -229,6 +229,9 @@ pub enum DeadLetterError {
     /// MongoDB did not take the record.
     #[error("dead-letter records: {0}")]
     Mongo(#[from] mongodb::error::Error),
+    /// MongoDB did not answer.
+    #[error("dead-letter records: {0}")]
+    Client(#[from] cqrs_mongo::Error),
     /// Another store did not answer.
     #[error("dead-letter records unavailable: {0}")]
     Unavailable(String),

@@ -117,23 +117,30 @@ impl ProjectionProgress {
 
     /// Checkpoints the store acknowledged.
     pub fn saved(&self, updates: &[CheckpointUpdate]) {
-        let mut state = self.state();
-        for update in updates {
-            if let Some((topic, partition)) = split(&update.partition) {
-                let position = i64::try_from(update.position).unwrap_or(i64::MAX);
-                self.learn(&mut state, &update.projection, topic, partition, position);
-            }
-        }
+        self.learn_all(
+            updates
+                .iter()
+                .map(|u| (u.projection.as_str(), u.partition.as_str(), u.position)),
+        );
     }
 
     /// Checkpoints read from the store (at an assignment): they tell which projections read
     /// which topics, and where the assigned partitions stand.
     pub fn loaded(&self, checkpoints: &[Checkpoint]) {
+        self.learn_all(
+            checkpoints
+                .iter()
+                .map(|c| (c.projection.as_str(), c.partition.as_str(), c.position)),
+        );
+    }
+
+    /// Learns `(projection, topic/partition, position)` checkpoints.
+    fn learn_all<'a>(&self, checkpoints: impl Iterator<Item = (&'a str, &'a str, u64)>) {
         let mut state = self.state();
-        for cp in checkpoints {
-            if let Some((topic, partition)) = split(&cp.partition) {
-                let position = i64::try_from(cp.position).unwrap_or(i64::MAX);
-                self.learn(&mut state, &cp.projection, topic, partition, position);
+        for (projection, partition, position) in checkpoints {
+            if let Some((topic, partition)) = split(partition) {
+                let position = i64::try_from(position).unwrap_or(i64::MAX);
+                self.learn(&mut state, projection, topic, partition, position);
             }
         }
     }

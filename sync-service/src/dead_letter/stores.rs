@@ -217,10 +217,6 @@ impl LetterStore for MongoLetters {
     }
 
     async fn probe(&self) -> Result<(), DeadLetterError> {
-        self.mongo
-            .default_database()
-            .run_command(doc! { "ping": 1 })
-            .await?;
-        Ok(())
+        Ok(self.mongo.ping().await?)
     }
 }

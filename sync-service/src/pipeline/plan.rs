@@ -1,6 +1,5 @@
 //! Decode, envelope and map one record into planned writes (or its fate without any).
 
-use cqrs_core::outbox::IntegrationEvent;
 use cqrs_kafka::Record;
 use opentelemetry::trace::SpanContext;
 use tokio_util::sync::CancellationToken;
@@ -76,15 +75,7 @@ impl Pipeline {
         record: &Record,
         planned: &mut Vec<Planned>,
     ) -> (Fate, Option<SpanContext>) {
-        let decoded = IntegrationEvent::from_record(
-            &record.topic,
-            record.partition,
-            record.offset,
-            record.key(),
-            record.value(),
-            record.headers_iter(),
-        );
-        let event = match decoded {
+        let event = match record.integration_event() {
             Ok(Some(event)) => event,
             Ok(None) => return (Fate::Skipped("tombstone"), trace::upstream_of(record, None)),
             Err(e) => return failed(record, Stage::Envelope, e.to_string()),

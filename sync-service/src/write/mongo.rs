@@ -2,7 +2,6 @@
 //! the same request, and the truncate floors of [`crate::truncate`].
 
 use async_trait::async_trait;
-use bson::doc;
 use cqrs_core::{SourceVersion, Target};
 use cqrs_mongo::{
     BulkWriter, Checkpoint, CheckpointStore, CheckpointUpdate, GuardedWrite, ItemOutcome,
@@ -96,11 +95,7 @@ impl ReadStore for MongoStore {
     }
 
     async fn probe(&self) -> Result<(), StoreError> {
-        self.mongo
-            .default_database()
-            .run_command(doc! { "ping": 1 })
-            .await?;
-        Ok(())
+        Ok(self.mongo.ping().await?)
     }
 
     fn namespace(&self, target: &Target) -> String {
