@@ -191,6 +191,10 @@ impl RunnerStats {
     }
 
     /// Events handed to the workers and not settled yet.
+    ///
+    /// ```
+    /// assert_eq!(cqrs_saga::RunnerStats::default().in_flight(), 0);
+    /// ```
     pub fn in_flight(&self) -> usize {
         self.0.status.get().map_or(0, |s| s.in_flight())
     }

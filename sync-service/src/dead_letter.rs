@@ -259,6 +259,13 @@ pub trait DeadLetterSink: Send + Sync + 'static {
 }
 
 /// The records of dead letters, which park their keys (MongoDB: [`MongoLetters`]).
+///
+/// ```no_run
+/// # async fn demo(store: std::sync::Arc<dyn sync_service::dead_letter::LetterStore>) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+/// let pending = store.pending_of(None).await?;
+/// println!("{} dead letters park their keys", pending.len());
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait LetterStore: Send + Sync + 'static {
     /// Stores `letter`, replacing a record of the same id (a redelivered record).
@@ -305,6 +312,12 @@ impl DeadLetters {
     /// The path with no key parked: [`DeadLetters::refresh`] loads the parked keys from the
     /// records (the service does at start and then every few seconds; a replay does not,
     /// so that it can re-process the messages it releases).
+    ///
+    /// ```no_run
+    /// # fn demo(sink: std::sync::Arc<sync_service::dead_letter::KafkaSink>, letters: std::sync::Arc<sync_service::dead_letter::MongoLetters>) {
+    /// let dead_letters = sync_service::dead_letter::DeadLetters::new(sink, letters);
+    /// # }
+    /// ```
     pub fn new(sink: Arc<dyn DeadLetterSink>, store: Arc<dyn LetterStore>) -> Self {
         DeadLetters {
             sink,
@@ -314,12 +327,25 @@ impl DeadLetters {
     }
 
     /// The records.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// dead_letters.store().probe().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn store(&self) -> &Arc<dyn LetterStore> {
         &self.store
     }
 
     /// The dead letter (`topic/partition/offset`) that holds the later messages of `key`
     /// back, if a pending one does.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// let key = sync_service::dead_letter::KeyRef::of(&cqrs_kafka::Record::new("t", 0, 0));
+    /// println!("{:?}", dead_letters.parked(&key));
+    /// # Ok(()) }
+    /// ```
     pub fn parked(&self, key: &KeyRef) -> Option<String> {
         self.parked
             .read()
@@ -349,6 +375,12 @@ impl DeadLetters {
 
     /// Reloads the parked keys from the records (an operator may have resolved some).
     /// Returns how many keys are parked.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// let parked = dead_letters.refresh().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn refresh(&self) -> Result<usize, DeadLetterError> {
         let found = self.pending_by_key(None).await?;
         let mut parked = self.write();
@@ -360,6 +392,13 @@ impl DeadLetters {
     /// releases those no pending dead letter holds any more: an operator resolved them
     /// since (`dlq skip`, `dlq replay`), and their next messages must flow at once, not
     /// after the next refresh. Returns the keys released.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// let key = sync_service::dead_letter::KeyRef::of(&cqrs_kafka::Record::new("t", 0, 0));
+    /// let released = dead_letters.recheck(&[key]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn recheck(&self, keys: &[KeyRef]) -> Result<Vec<KeyRef>, DeadLetterError> {
         if keys.is_empty() {
             return Ok(Vec::new());
@@ -369,6 +408,12 @@ impl DeadLetters {
     }
 
     /// Of the dead letters `ids`, those still pending.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// let pending = dead_letters.still_pending(&["t/0/5".to_string()]).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn still_pending(&self, ids: &[String]) -> Result<HashSet<String>, DeadLetterError> {
         if ids.is_empty() {
             return Ok(HashSet::new());
@@ -377,17 +422,37 @@ impl DeadLetters {
     }
 
     /// Releases `key` here (its records were resolved by this process).
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// dead_letters.release(&sync_service::dead_letter::KeyRef::of(&cqrs_kafka::Record::new("t", 0, 0)));
+    /// # Ok(()) }
+    /// ```
     pub fn release(&self, key: &KeyRef) {
         self.write().release(key);
     }
 
     /// One cheap request to the records (the readiness probe).
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// dead_letters.probe().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn probe(&self) -> Result<(), DeadLetterError> {
         self.store.probe().await
     }
 
     /// Publishes a record to the dead-letter topic and records it as pending, parking its
     /// key. Idempotent: a redelivered record overwrites its own record.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// use sync_service::dead_letter::{Failure, Stage};
+    /// let failure = Failure { stage: Stage::Decode, error: "corrupt".into(), behind: None };
+    /// dead_letters.send(&cqrs_kafka::Record::new("t", 0, 5), &failure).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn send(&self, record: &Record, failure: &Failure) -> Result<(), DeadLetterError> {
         self.sink.publish(record, failure).await?;
         self.store
@@ -403,6 +468,12 @@ impl DeadLetters {
     }
 
     /// Marks records resolved.
+    ///
+    /// ```no_run
+    /// # async fn demo(dead_letters: sync_service::dead_letter::DeadLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// dead_letters.resolve(&["t/0/5".to_string()], sync_service::dead_letter::Status::Skipped).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn resolve(&self, ids: &[String], status: Status) -> Result<u64, DeadLetterError> {
         if ids.is_empty() {
             return Ok(0);

@@ -42,6 +42,11 @@ enum Fate {
 }
 
 /// Summary of a processed batch.
+///
+/// ```
+/// let report = sync_service::pipeline::BatchReport::default();
+/// assert_eq!(report.applied + report.stale + report.skipped + report.dead_lettered, 0);
+/// ```
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct BatchReport {
     /// Writes applied.
@@ -55,6 +60,14 @@ pub struct BatchReport {
 }
 
 /// The stages, shared by every partition worker.
+///
+/// ```no_run
+/// # async fn demo(config: sync_service::config::SyncConfig) -> Result<(), sync_service::ServiceError> {
+/// let pipeline = sync_service::runtime::build_pipeline(&config, Default::default()).await?;
+/// let stop = tokio_util::sync::CancellationToken::new();
+/// let report = pipeline.process(&[cqrs_kafka::Record::new("cqrs.shop.orders", 0, 0)], &stop).await;
+/// # Ok(()) }
+/// ```
 pub struct Pipeline {
     /// Decode stage.
     pub decoder: Decoder,

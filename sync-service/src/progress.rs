@@ -63,6 +63,11 @@ impl std::fmt::Debug for ProjectionProgress {
 
 impl ProjectionProgress {
     /// Reports into `metrics`.
+    ///
+    /// ```
+    /// let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// assert!(progress.positions().is_empty());
+    /// ```
     pub fn new(metrics: Metrics) -> Self {
         ProjectionProgress {
             metrics,
@@ -78,6 +83,14 @@ impl ProjectionProgress {
     /// The checkpoints to save with a batch: for every partition of `batch`, its last
     /// offset, for every projection known to read its topic, `reads` included (the
     /// `(topic, projection)` of each write the batch planned).
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// let orders: std::sync::Arc<str> = "orders".into();
+    /// let batch = [cqrs_kafka::Record::new("t", 0, 4)];
+    /// assert_eq!(progress.checkpoints(&batch, [("t", &orders)])[0].partition, "t/0");
+    /// assert!(progress.checkpoints(&[cqrs_kafka::Record::new("u", 0, 1)], []).is_empty());
+    /// ```
     pub fn checkpoints<'a>(
         &self,
         batch: &[Record],
@@ -116,6 +129,13 @@ impl ProjectionProgress {
     }
 
     /// Checkpoints the store acknowledged.
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// progress.assigned(&[("t".to_string(), 0)]);
+    /// progress.saved(&[cqrs_mongo::CheckpointUpdate::new("orders", "t/0", 9)]);
+    /// assert_eq!(progress.positions()[&("orders".into(), "t".into(), 0)], 9);
+    /// ```
     pub fn saved(&self, updates: &[CheckpointUpdate]) {
         self.learn_all(
             updates
@@ -126,6 +146,16 @@ impl ProjectionProgress {
 
     /// Checkpoints read from the store (at an assignment): they tell which projections read
     /// which topics, and where the assigned partitions stand.
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// progress.assigned(&[("t".to_string(), 1)]);
+    /// let stored = cqrs_mongo::Checkpoint {
+    ///     projection: "orders".into(), partition: "t/1".into(), position: 3, updated_at: chrono::Utc::now(),
+    /// };
+    /// progress.loaded(&[stored]);
+    /// assert_eq!(progress.positions().len(), 1);
+    /// ```
     pub fn loaded(&self, checkpoints: &[Checkpoint]) {
         self.learn_all(
             checkpoints
@@ -186,6 +216,11 @@ impl ProjectionProgress {
     }
 
     /// A partition's high watermark (librdkafka's statistics).
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// progress.high_watermark("t", 0, 100); // ignored: partition 0 is not assigned here
+    /// ```
     pub fn high_watermark(&self, topic: &str, partition: i32, high: i64) {
         let mut state = self.state();
         if !state.assigned.contains(&(topic.to_owned(), partition)) {
@@ -204,6 +239,12 @@ impl ProjectionProgress {
 
     /// Partitions assigned here: their checkpoints are to be read again
     /// ([`ProjectionProgress::take_reload`]).
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// progress.assigned(&[("t".to_string(), 0)]);
+    /// assert!(progress.take_reload());
+    /// ```
     pub fn assigned(&self, partitions: &[(String, i32)]) {
         let mut state = self.state();
         state.assigned.extend(partitions.iter().cloned());
@@ -211,6 +252,14 @@ impl ProjectionProgress {
     }
 
     /// Partitions taken away: their series go (another instance reports them now).
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// progress.assigned(&[("t".to_string(), 0)]);
+    /// progress.saved(&[cqrs_mongo::CheckpointUpdate::new("orders", "t/0", 9)]);
+    /// progress.revoked(&[("t".to_string(), 0)]);
+    /// assert!(progress.positions().is_empty());
+    /// ```
     pub fn revoked(&self, partitions: &[(String, i32)]) {
         let mut state = self.state();
         let gone: HashSet<&(String, i32)> = partitions.iter().collect();
@@ -230,11 +279,21 @@ impl ProjectionProgress {
     }
 
     /// True once after each assignment: the caller reads the checkpoints again.
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// assert!(!progress.take_reload());
+    /// ```
     pub fn take_reload(&self) -> bool {
         std::mem::take(&mut self.state().reload)
     }
 
     /// The positions known, by projection (tests, diagnostics).
+    ///
+    /// ```
+    /// # let progress = sync_service::progress::ProjectionProgress::new(sync_service::metrics::Metrics::new());
+    /// assert!(progress.positions().is_empty());
+    /// ```
     pub fn positions(&self) -> BTreeMap<(String, String, i32), i64> {
         self.state()
             .positions

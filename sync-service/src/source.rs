@@ -142,7 +142,7 @@ pub struct SourceObserver {
 }
 
 impl SourceObserver {
-    /// Reports into `metrics` and `progress`.
+    /// Reports into `metrics` and `progress` (see the example above).
     pub fn new(metrics: Metrics, progress: Arc<ProjectionProgress>) -> Self {
         SourceObserver { metrics, progress }
     }

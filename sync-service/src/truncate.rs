@@ -54,6 +54,11 @@ pub struct FloorCache {
 
 impl FloorCache {
     /// The floor known for a namespace, if any.
+    ///
+    /// ```
+    /// let floors = sync_service::truncate::FloorCache::default();
+    /// assert_eq!(floors.floor("read.orders"), None);
+    /// ```
     pub fn floor(&self, namespace: &str) -> Option<SourceVersion> {
         self.known
             .read()
@@ -62,6 +67,12 @@ impl FloorCache {
     }
 
     /// Learns floors (keeping the newer of what is known and what is given).
+    ///
+    /// ```
+    /// let floors = sync_service::truncate::FloorCache::default();
+    /// floors.learn([("read.orders".to_string(), cqrs_core::SourceVersion::new(7))]);
+    /// assert!(floors.floor("read.orders").is_some());
+    /// ```
     pub fn learn(&self, floors: impl IntoIterator<Item = (String, SourceVersion)>) {
         if let Ok(mut known) = self.known.write() {
             for (ns, floor) in floors {
@@ -122,7 +133,7 @@ impl std::fmt::Debug for MongoFloors {
 }
 
 impl MongoFloors {
-    /// Floors kept in `collection` of `mongo`'s default database.
+    /// Floors kept in `collection` of `mongo`'s default database (see the example above).
     pub fn new(mongo: MongoClient, collection: impl Into<String>) -> Self {
         MongoFloors {
             mongo,
@@ -135,6 +146,12 @@ impl MongoFloors {
     }
 
     /// `database.collection` of a write target (the default database when it names none).
+    ///
+    /// ```no_run
+    /// # async fn demo(floors: sync_service::truncate::MongoFloors) -> Result<(), Box<dyn std::error::Error>> {
+    /// assert_eq!(floors.namespace(&cqrs_core::Target::in_database("shop", "orders")), "shop.orders");
+    /// # Ok(()) }
+    /// ```
     pub fn namespace(&self, target: &Target) -> String {
         let db = target
             .database
@@ -144,6 +161,12 @@ impl MongoFloors {
     }
 
     /// The stored floors of `namespaces` (every floor when `None`).
+    ///
+    /// ```no_run
+    /// # async fn demo(floors: sync_service::truncate::MongoFloors) -> Result<(), Box<dyn std::error::Error>> {
+    /// let of_orders = floors.read(Some(&["shop.orders".to_string()])).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn read(
         &self,
         namespaces: Option<&[String]>,
@@ -158,6 +181,12 @@ impl MongoFloors {
 
     /// Records the floor of `namespace` at `version` (it only moves forward); true when
     /// it moved.
+    ///
+    /// ```no_run
+    /// # async fn demo(floors: sync_service::truncate::MongoFloors) -> Result<(), Box<dyn std::error::Error>> {
+    /// let moved = floors.record("shop.orders", cqrs_core::SourceVersion::new(1200)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn record(
         &self,
         namespace: &str,
@@ -181,6 +210,12 @@ impl MongoFloors {
     }
 
     /// Deletes the documents of `target` older than `floor`.
+    ///
+    /// ```no_run
+    /// # async fn demo(floors: sync_service::truncate::MongoFloors) -> Result<(), Box<dyn std::error::Error>> {
+    /// let deleted = floors.sweep(&cqrs_core::Target::collection("orders"), cqrs_core::SourceVersion::new(1200)).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError> {
         let position = i64::try_from(floor.position).unwrap_or(i64::MAX);
         let older = if floor.index == 0 {

@@ -28,11 +28,20 @@ use crate::map::Planned;
 use crate::truncate::FloorCache;
 
 /// The write stage was stopped by shutdown before the store acknowledged the batch.
+///
+/// ```
+/// assert!(sync_service::write::Interrupted.to_string().starts_with("shut down"));
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("shut down before the batch was acknowledged")]
 pub struct Interrupted;
 
 /// Why a request to the read-model store failed as a whole (the writer retries it).
+///
+/// ```
+/// let e = sync_service::write::StoreError::Unavailable("down".into());
+/// assert!(e.to_string().contains("down"));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -52,6 +61,14 @@ pub enum StoreError {
 /// Every method may fail as a whole ([`StoreError`]); the [`Writer`] retries it, so each
 /// must be safe to repeat (guarded writes are idempotent, floors and checkpoints only
 /// move forward).
+///
+/// ```no_run
+/// # async fn demo(store: std::sync::Arc<dyn sync_service::write::ReadStore>) -> Result<(), sync_service::write::StoreError> {
+/// store.probe().await?;
+/// let floors = store.floors(None).await?;
+/// let positions = store.checkpoints("orders").await?;
+/// # Ok(()) }
+/// ```
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
     /// Applies guarded writes and saves checkpoints in one request: one outcome per write,
@@ -122,6 +139,11 @@ where
 }
 
 /// What the store said about the planned writes of a batch, in plan order.
+///
+/// ```
+/// let written = sync_service::write::Written::default();
+/// assert!(written.outcomes.is_empty());
+/// ```
 #[derive(Debug, Default)]
 pub struct Written {
     /// One outcome per planned item (a truncate counts as applied unless replayed).
@@ -164,6 +186,13 @@ enum Slot {
 
 impl Writer {
     /// A writer over `store`, retrying with `backoff`.
+    ///
+    /// ```no_run
+    /// # fn demo(mongo: cqrs_mongo::MongoClient, retry: &sync_service::config::RetryConfig) {
+    /// use sync_service::write::{MongoStore, Writer};
+    /// let writer = Writer::new(std::sync::Arc::new(MongoStore::new(mongo)), retry.backoff());
+    /// # }
+    /// ```
     pub fn new(store: Arc<dyn ReadStore>, backoff: Backoff) -> Self {
         Writer {
             store,
@@ -174,16 +203,34 @@ impl Writer {
     }
 
     /// The store.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// writer.store().probe().await.ok();
+    /// # }
+    /// ```
     pub fn store(&self) -> &Arc<dyn ReadStore> {
         &self.store
     }
 
     /// The truncate floors known here.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// println!("{:?}", writer.floors().floor("read.orders"));
+    /// # }
+    /// ```
     pub fn floors(&self) -> &FloorCache {
         &self.floors
     }
 
     /// Loads every stored truncate floor (at start, before the first batch).
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// let known = writer.load_floors().await.unwrap_or(0);
+    /// # }
+    /// ```
     pub async fn load_floors(&self) -> Result<usize, StoreError> {
         let found = self.store.floors(None).await?;
         let n = found.len();
@@ -193,17 +240,37 @@ impl Writer {
 
     /// How many times the MongoDB client was rebuilt (new credentials from Vault) so far;
     /// 0 for the client of the start.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// assert_eq!(writer.client_generation(), 0);
+    /// # }
+    /// ```
     pub fn client_generation(&self) -> u64 {
         self.store.generation()
     }
 
     /// True unless the last store request failed as a whole.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// writer.observe(false);
+    /// assert!(!writer.is_healthy());
+    /// # }
+    /// ```
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
     /// Records the outcome of a request made elsewhere (a periodic probe), so readiness
     /// reflects the store even when no batch is flowing.
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// writer.observe(true);
+    /// assert!(writer.is_healthy());
+    /// # }
+    /// ```
     pub fn observe(&self, reachable: bool) {
         self.healthy.store(reachable, Ordering::Relaxed);
     }
@@ -214,6 +281,14 @@ impl Writer {
     /// the other writes (the version guard keeps rows newer than the truncate, whatever
     /// the order inside the batch); a floor recorded meanwhile elsewhere is enforced after
     /// the writes (see [`truncate`](crate::truncate)).
+    ///
+    /// ```no_run
+    /// # async fn demo(writer: sync_service::write::Writer) {
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// let written = writer.write(&[], vec![], &stop).await.expect("not shut down");
+    /// assert!(written.outcomes.is_empty());
+    /// # }
+    /// ```
     pub async fn write(
         &self,
         planned: &[Planned],

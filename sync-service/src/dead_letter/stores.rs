@@ -38,7 +38,7 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Sends dead letters to `topic` through `producer`.
+    /// Sends dead letters to `topic` through `producer` (see the example above).
     pub fn new(producer: FutureProducer, topic: impl Into<String>) -> Self {
         KafkaSink {
             producer,
@@ -46,7 +46,7 @@ impl KafkaSink {
         }
     }
 
-    /// The dead-letter topic.
+    /// The dead-letter topic (see the example above).
     pub fn topic(&self) -> &str {
         &self.topic
     }
@@ -115,7 +115,7 @@ pub struct MongoLetters {
 }
 
 impl MongoLetters {
-    /// Records in `collection` of `mongo`'s default database.
+    /// Records in `collection` of `mongo`'s default database (see the example above).
     pub fn new(mongo: MongoClient, collection: impl Into<String>) -> Self {
         MongoLetters {
             mongo,
@@ -136,6 +136,12 @@ impl MongoLetters {
     }
 
     /// Creates the indexes the records need.
+    ///
+    /// ```no_run
+    /// # async fn demo(letters: sync_service::dead_letter::MongoLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// letters.ensure_indexes().await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn ensure_indexes(&self) -> Result<(), DeadLetterError> {
         let index = mongodb::IndexModel::builder()
             .keys(doc! { "status": 1, "topic": 1, "key": 1 })
@@ -145,6 +151,12 @@ impl MongoLetters {
     }
 
     /// Pending records matching `filter`, oldest first.
+    ///
+    /// ```no_run
+    /// # async fn demo(letters: sync_service::dead_letter::MongoLetters) -> Result<(), sync_service::dead_letter::DeadLetterError> {
+    /// let of_orders = letters.pending(bson::doc! { "topic": "cqrs.shop.orders" }).await?;
+    /// # Ok(()) }
+    /// ```
     pub async fn pending(&self, filter: Document) -> Result<Vec<DeadLetter>, DeadLetterError> {
         let mut query = doc! { "status": "pending" };
         query.extend(filter);

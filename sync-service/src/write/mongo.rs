@@ -34,6 +34,12 @@ pub struct MongoStore {
 impl MongoStore {
     /// Checkpoints in `_sync_checkpoints` and floors in `_sync_truncates` of `mongo`'s
     /// default database (the defaults of `[mongodb]`).
+    ///
+    /// ```no_run
+    /// # fn demo(mongo: cqrs_mongo::MongoClient) {
+    /// let store = sync_service::write::MongoStore::new(mongo);
+    /// # }
+    /// ```
     pub fn new(mongo: MongoClient) -> Self {
         let store = MongoStore {
             bulk: mongo.bulk_writer(),
@@ -45,6 +51,12 @@ impl MongoStore {
     }
 
     /// Keeps the checkpoints in `collection` of the default database.
+    ///
+    /// ```no_run
+    /// # fn demo(mongo: cqrs_mongo::MongoClient) {
+    /// let store = sync_service::write::MongoStore::new(mongo).with_checkpoint_collection("progress");
+    /// # }
+    /// ```
     pub fn with_checkpoint_collection(mut self, collection: &str) -> Self {
         self.checkpoints = self.mongo.checkpoints().in_collection(None, collection);
         self.bulk = self
@@ -55,6 +67,12 @@ impl MongoStore {
     }
 
     /// Keeps the truncate floors in `collection` of the default database.
+    ///
+    /// ```no_run
+    /// # fn demo(mongo: cqrs_mongo::MongoClient) {
+    /// let store = sync_service::write::MongoStore::new(mongo).with_truncate_collection("floors");
+    /// # }
+    /// ```
     pub fn with_truncate_collection(mut self, collection: &str) -> Self {
         self.floors = MongoFloors::new(self.mongo.clone(), collection);
         self
