@@ -621,7 +621,10 @@ impl BulkWriter {
     async fn insert_first(&self, round: &mut Vec<Unit>) -> Result<Inserted> {
         let mut by_ns: HashMap<Namespace, Vec<usize>> = HashMap::new();
         for (i, unit) in round.iter().enumerate() {
-            if matches!(unit.slot, Slot::Item(_)) && matches!(unit.body, OpBody::Replace(_)) {
+            // A fill of a missing document is its insert too.
+            if matches!(unit.slot, Slot::Item(_))
+                && matches!(unit.body, OpBody::Replace(_) | OpBody::Fill(_))
+            {
                 by_ns.entry(unit.ns.clone()).or_default().push(i);
             }
         }
@@ -636,7 +639,7 @@ impl BulkWriter {
             let docs: Vec<Document> = indexes
                 .iter()
                 .filter_map(|&i| match &round[i].body {
-                    OpBody::Replace(d) => Some(d.clone()),
+                    OpBody::Replace(d) | OpBody::Fill(d) => Some(d.clone()),
                     OpBody::Update(_) => None,
                 })
                 .collect();
@@ -779,6 +782,13 @@ impl BulkWriter {
                     .namespace(u.ns.clone())
                     .filter(u.filter.clone())
                     .update(d.clone())
+                    .upsert(true)
+                    .build()
+                    .into(),
+                OpBody::Fill(d) => UpdateOneModel::builder()
+                    .namespace(u.ns.clone())
+                    .filter(u.filter.clone())
+                    .update(crate::fill::pipeline(d))
                     .upsert(true)
                     .build()
                     .into(),

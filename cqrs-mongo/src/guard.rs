@@ -98,6 +98,9 @@ pub(crate) enum OpBody {
     Replace(Document),
     /// Update operators (patches).
     Update(Document),
+    /// A document to fill in (see [`fill`](crate::fill)): sent as an update pipeline,
+    /// inserted as is when there is no document.
+    Fill(Document),
 }
 
 /// A guarded write ready to send.
@@ -114,7 +117,13 @@ impl GuardedOp {
     /// `{q, u, upsert: true}` for the `update` command.
     pub(crate) fn update_statement(&self) -> Document {
         let u = match &self.body {
-            OpBody::Replace(d) | OpBody::Update(d) => d.clone(),
+            OpBody::Replace(d) | OpBody::Update(d) => Bson::Document(d.clone()),
+            OpBody::Fill(d) => Bson::Array(
+                crate::fill::pipeline(d)
+                    .into_iter()
+                    .map(Bson::Document)
+                    .collect(),
+            ),
         };
         doc! { "q": self.filter.clone(), "u": u, "upsert": true }
     }
@@ -192,8 +201,22 @@ fn patch_parts(
     Ok((set, unset_doc))
 }
 
-/// Builds the guarded operation for a write and its origin.
+/// Builds the guarded operation for a write and its origin (a fill when the write is one;
+/// a delete never fills).
 pub(crate) fn build(
+    guarded: &GuardedWrite,
+    fields: &VersionFields,
+    now: bson::DateTime,
+) -> Result<GuardedOp> {
+    let op = build_guarded(guarded, fields, now)?;
+    if guarded.fill && !matches!(guarded.write, ReadModelWrite::Delete { .. }) {
+        crate::fill::into_fill(op)
+    } else {
+        Ok(op)
+    }
+}
+
+fn build_guarded(
     guarded: &GuardedWrite,
     fields: &VersionFields,
     now: bson::DateTime,
@@ -346,6 +369,11 @@ pub(crate) async fn execute_one(
             }
             OpBody::Update(u) => {
                 coll.update_one(op.filter.clone(), u.clone())
+                    .upsert(true)
+                    .await
+            }
+            OpBody::Fill(d) => {
+                coll.update_one(op.filter.clone(), crate::fill::pipeline(d))
                     .upsert(true)
                     .await
             }

@@ -52,6 +52,7 @@ pub mod bulk;
 pub mod checkpoint;
 pub mod client;
 pub mod errors;
+mod fill;
 pub mod guard;
 pub mod indexes;
 pub mod layout;

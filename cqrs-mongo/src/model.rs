@@ -93,6 +93,8 @@ pub struct GuardedWrite {
     pub write: ReadModelWrite<Bson, Document>,
     /// The aggregate change it reflects, if any.
     pub origin: Option<ConsistencyToken>,
+    /// A fill only adds: see [`GuardedWrite::fill`].
+    pub fill: bool,
 }
 
 impl GuardedWrite {
@@ -101,7 +103,37 @@ impl GuardedWrite {
         GuardedWrite {
             write,
             origin: None,
+            fill: false,
         }
+    }
+
+    /// Makes the write a **fill**: it creates the document when there is none and adds the
+    /// fields the stored document lacks, but never changes a field already there, never
+    /// lowers a version and never revives a tombstone.
+    ///
+    /// That is how rows of an incremental snapshot (the source of a rebuild) are written:
+    /// such a row is never newer than a change already applied to its document, and its
+    /// log position cannot be compared with the changes that follow it (a transaction that
+    /// wrote before the snapshot window and committed after it comes later with a lower
+    /// position), so it must neither overwrite nor block. Give it the lowest version the
+    /// target accepts (zero, or the target's truncate floor). Only `Replace`, `Patch` and
+    /// `ScopedPatch` writes without dotted paths can fill.
+    ///
+    /// ```
+    /// use cqrs_mongo::{GuardedWrite, bson::doc};
+    /// use cqrs_core::{ReadModelWrite, SourceVersion, Target};
+    ///
+    /// let row = ReadModelWrite::Replace {
+    ///     target: Target::collection("orders"),
+    ///     id: "o-1".into(),
+    ///     version: SourceVersion::ZERO,
+    ///     document: doc! { "status": "paid" },
+    /// };
+    /// assert!(GuardedWrite::new(row).fill().fill);
+    /// ```
+    pub fn fill(mut self) -> Self {
+        self.fill = true;
+        self
     }
 
     /// Records the aggregate change the write reflects.

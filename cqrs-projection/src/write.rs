@@ -141,7 +141,11 @@ impl<M: MongoReadModel> Write<M> {
                 version,
             },
         };
-        Ok(GuardedWrite { write, origin })
+        Ok(GuardedWrite {
+            write,
+            origin,
+            fill: false,
+        })
     }
 }
 

@@ -1,0 +1,178 @@
+//! Fill writes: add what is missing, change nothing that is there.
+//!
+//! A fill ([`GuardedWrite::fill`](crate::GuardedWrite::fill)) is sent as an upsert whose
+//! filter is `{_id, _deleted: {$ne: true}}` and whose update is a pipeline merging the
+//! stored document *over* the filled one:
+//!
+//! ```text
+//! [{ $replaceWith: { $mergeObjects: [ {$literal: <filled>}, "$$ROOT",
+//!                                     { _scopes: <filled _scopes merged under the stored ones> },
+//!                                     { _aggregates: <the same> } ] } }]
+//! ```
+//!
+//! * no document: the upsert inserts the filled one (with its low version);
+//! * a document: every field it has wins (it is at least as new as the fill), the fields
+//!   it lacks (a partial patch created it, or an older projection wrote it) are added; its
+//!   version stays;
+//! * a tombstone: the filter does not match, the upsert collides on `_id` and the write is
+//!   stale, like any guarded write that lost.
+//!
+//! `$literal` keeps a value such as `"$price"` a string rather than a field path.
+
+use bson::{Bson, Document, doc};
+
+use crate::{
+    errors::{Error, Result, display_id},
+    guard::{GuardedOp, OpBody},
+    model::{AGGREGATES_FIELD, DELETED_FIELD, SCOPES_FIELD},
+};
+
+/// Turns a guarded operation into its fill form.
+pub(crate) fn into_fill(op: GuardedOp) -> Result<GuardedOp> {
+    let document = match &op.body {
+        OpBody::Replace(d) | OpBody::Fill(d) => d.clone(),
+        OpBody::Update(update) => filled_from_update(update, &op)?,
+    };
+    Ok(GuardedOp {
+        filter: doc! { "_id": op.id.clone(), DELETED_FIELD: { "$ne": true } },
+        body: OpBody::Fill(document),
+        ..op
+    })
+}
+
+/// The update pipeline of a fill of `filled`.
+pub(crate) fn pipeline(filled: &Document) -> Vec<Document> {
+    let mut layers = vec![
+        Bson::Document(doc! { "$literal": filled.clone() }),
+        Bson::String("$$ROOT".into()),
+    ];
+    // Per-source and per-aggregate versions are maps: one level deeper, the stored entries
+    // win and the missing ones are added.
+    for map in [SCOPES_FIELD, AGGREGATES_FIELD] {
+        if let Ok(entries) = filled.get_document(map) {
+            layers.push(Bson::Document(doc! { map: { "$mergeObjects": [
+                { "$literal": entries.clone() },
+                { "$ifNull": [format!("$$ROOT.{map}"), {}] },
+            ] } }));
+        }
+    }
+    vec![doc! { "$replaceWith": { "$mergeObjects": layers } }]
+}
+
+/// The document a patch fills: its `$set` paths expanded (`a.b` becomes `{a: {b}}`), the
+/// document-level version of a scoped patch's `$max` added. `$unset` is ignored: a field
+/// the fill does not carry is not added.
+fn filled_from_update(update: &Document, op: &GuardedOp) -> Result<Document> {
+    let mut out = doc! { "_id": op.id.clone() };
+    let set = update
+        .get_document("$set")
+        .map_err(|_| refused(op, "a patch without $set"))?;
+    for (path, value) in set {
+        insert_path(&mut out, path, value.clone()).map_err(|reason| refused(op, &reason))?;
+    }
+    if let Ok(max) = update.get_document("$max") {
+        for (path, value) in max {
+            insert_path(&mut out, path, value.clone()).map_err(|reason| refused(op, &reason))?;
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts `value` at dotted `path` of `doc`, creating the documents on the way.
+fn insert_path(doc: &mut Document, path: &str, value: Bson) -> std::result::Result<(), String> {
+    let mut parts = path.split('.').peekable();
+    let mut current = doc;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            if current.contains_key(part) {
+                return Err(format!("`{path}` is set twice"));
+            }
+            current.insert(part, value);
+            return Ok(());
+        }
+        if !current.contains_key(part) {
+            current.insert(part, Document::new());
+        }
+        current = match current.get_mut(part) {
+            Some(Bson::Document(d)) => d,
+            _ => return Err(format!("`{path}` crosses a value that is not a document")),
+        };
+    }
+    Err("an empty path".into())
+}
+
+fn refused(op: &GuardedOp, reason: &str) -> Error {
+    Error::InvalidWrite {
+        collection: op.collection.clone(),
+        id: Some(display_id(&op.id)),
+        reason: format!("cannot fill: {reason}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(body: OpBody) -> GuardedOp {
+        GuardedOp {
+            database: None,
+            collection: "c".into(),
+            id: Bson::from("a"),
+            filter: doc! { "_id": "a" },
+            body,
+        }
+    }
+
+    #[test]
+    fn a_replacement_fills_as_is_and_spares_tombstones() {
+        let d = doc! { "_id": "a", "x": "$price", "_version": 0_i64 };
+        let f = into_fill(op(OpBody::Replace(d.clone()))).unwrap();
+        assert_eq!(f.filter, doc! { "_id": "a", "_deleted": { "$ne": true } });
+        assert_eq!(f.body, OpBody::Fill(d.clone()));
+        assert_eq!(
+            pipeline(&d),
+            vec![doc! { "$replaceWith": { "$mergeObjects": [
+                { "$literal": d }, "$$ROOT",
+            ] } }]
+        );
+    }
+
+    #[test]
+    fn a_scoped_patch_fills_nested_and_merges_its_scope_under_the_stored_ones() {
+        let update = doc! {
+            "$set": { "x": 1, "_scopes.lines._version": 0_i64, "_scopes.lines._version_index": 0_i64 },
+            "$unset": { "y": "" },
+            "$max": { "_version": 0_i64 },
+        };
+        let f = into_fill(op(OpBody::Update(update))).unwrap();
+        let filled = doc! {
+            "_id": "a", "x": 1,
+            "_scopes": { "lines": { "_version": 0_i64, "_version_index": 0_i64 } },
+            "_version": 0_i64,
+        };
+        assert_eq!(f.body, OpBody::Fill(filled.clone()));
+        let stages = pipeline(&filled);
+        let layers = stages[0]
+            .get_document("$replaceWith")
+            .unwrap()
+            .get_array("$mergeObjects")
+            .unwrap();
+        assert_eq!(layers.len(), 3);
+        assert_eq!(
+            layers[2],
+            Bson::Document(doc! { "_scopes": { "$mergeObjects": [
+                { "$literal": { "lines": { "_version": 0_i64, "_version_index": 0_i64 } } },
+                { "$ifNull": ["$$ROOT._scopes", {}] },
+            ] } })
+        );
+    }
+
+    #[test]
+    fn conflicting_paths_are_refused() {
+        let update = doc! { "$set": { "a": 1, "a.b": 2 } };
+        assert!(matches!(
+            into_fill(op(OpBody::Update(update))),
+            Err(Error::InvalidWrite { .. })
+        ));
+    }
+}
