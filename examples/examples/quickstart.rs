@@ -65,7 +65,7 @@ pub async fn run() -> Result<Balance, Box<dyn std::error::Error>> {
     // 6. Read your own write: wait until the document reflects the command's token.
     let mongo = MongoClient::connect(MongoConfig::from_env("quickstart")?).await?;
     let balances = mongo.repository::<Balance>();
-    let waited = balances.wait_for(&done.consistency_token(), MINUTE).await?;
+    let waited = balances.wait_for(done.consistency_token(), MINUTE).await?;
     let balance = waited.into_document().ok_or("deleted")?.document;
     println!("{id}: balance {} in MongoDB", balance.balance);
     running.stop().await?;
