@@ -172,6 +172,26 @@ impl<K, D> ReadModelWrite<K, D> {
             | ReadModelWrite::Delete { version, .. } => *version,
         }
     }
+
+    /// The same write at another version (a runtime lifting a write to a floor, say).
+    ///
+    /// ```
+    /// use cqrs_core::{ReadModelWrite, SourceVersion, Target};
+    ///
+    /// let w: ReadModelWrite<u32, ()> = ReadModelWrite::Delete {
+    ///     target: Target::collection("c"), id: 1, version: SourceVersion::ZERO,
+    /// };
+    /// assert_eq!(w.with_version(SourceVersion::new(9)).version(), SourceVersion::new(9));
+    /// ```
+    pub fn with_version(mut self, new: SourceVersion) -> Self {
+        match &mut self {
+            ReadModelWrite::Replace { version, .. }
+            | ReadModelWrite::Patch { version, .. }
+            | ReadModelWrite::ScopedPatch { version, .. }
+            | ReadModelWrite::Delete { version, .. } => *version = new,
+        }
+        self
+    }
 }
 
 /// Maps one input (a change captured from the write side, or a domain event) into

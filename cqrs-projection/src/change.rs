@@ -196,4 +196,10 @@ impl Change {
     pub fn row(&self) -> Option<&Document> {
         self.after.as_ref().or(self.before.as_ref())
     }
+
+    /// A row read by an incremental (signalled) snapshot, the source of a rebuild: it
+    /// carries no log position and may only fill in what a read model lacks.
+    pub fn is_incremental_snapshot_read(&self) -> bool {
+        self.op == Op::Read && self.source.snapshot == Snapshot::Incremental
+    }
 }

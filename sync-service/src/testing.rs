@@ -118,6 +118,20 @@ impl ReadStore for MemoryStore {
             }
             let version = w.write.version();
             let deleted = matches!(w.write, ReadModelWrite::Delete { .. });
+            if w.fill && !deleted {
+                // cqrs-mongo's fill: creates a missing document, adds to a live one
+                // (its version stays), leaves a tombstone alone.
+                let outcome = match s.docs.get(&doc) {
+                    None => {
+                        s.docs.insert(doc, (version, false));
+                        ItemOutcome::Applied
+                    }
+                    Some((_, false)) => ItemOutcome::Applied,
+                    Some((_, true)) => ItemOutcome::Stale,
+                };
+                outcomes.push(outcome);
+                continue;
+            }
             let newer = s.docs.get(&doc).is_none_or(|(v, _)| *v < version);
             if newer {
                 s.docs.insert(doc, (version, deleted));
@@ -416,6 +430,19 @@ pub(crate) fn upsert(offset: i64, id: i32, lsn: u64) -> Record {
     Record::new(TOPIC, 0, offset)
         .with_key(key(id))
         .with_value(envelope("c", "null", &row, lsn))
+}
+
+/// Order `id` read by an incremental snapshot: `op` r, `snapshot` incremental, no LSN.
+pub(crate) fn snapshot_read(offset: i64, id: i32) -> Record {
+    let value = format!(
+        r#"{{"op":"r","before":null,"after":{{"id":{id},"total":1}},"source":{{
+        "connector":"postgresql","name":"cqrs","db":"cqrs","schema":"app","table":"orders",
+        "lsn":null,"txId":null,"ts_ms":1700000000000,"snapshot":"incremental"}},
+        "ts_ms":1700000000001}}"#
+    );
+    Record::new(TOPIC, 0, offset)
+        .with_key(key(id))
+        .with_value(value.into_bytes())
 }
 
 /// A delete of order `id`.

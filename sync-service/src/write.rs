@@ -301,6 +301,9 @@ impl Writer {
         // The floor each written collection was filtered with, and its target.
         let mut used: BTreeMap<String, Option<SourceVersion>> = BTreeMap::new();
         let mut targets: BTreeMap<String, Target> = BTreeMap::new();
+        // Truncates met so far in this batch: they apply after its writes, so a snapshot
+        // row that follows one must already fill at its version (or the sweep takes it).
+        let mut truncated: BTreeMap<String, SourceVersion> = BTreeMap::new();
         for p in planned {
             match p {
                 Planned::Write { write, .. } => {
@@ -309,15 +312,32 @@ impl Writer {
                     let floor = *used
                         .entry(ns.clone())
                         .or_insert_with(|| self.floors.floor(&ns));
+                    let fill_floor = floor.max(truncated.get(&ns).copied());
                     targets.entry(ns).or_insert_with(|| target.clone());
-                    if floor.is_some_and(|f| write.write.version() < f) {
+                    if let Some(f) = fill_floor
+                        && write.fill
+                        && write.write.version() < f
+                    {
+                        // A snapshot row is newer than the truncate that set the floor (it
+                        // was read after it): it fills at the floor's version.
+                        slots.push(Slot::Sent(writes.len()));
+                        let mut lifted = write.clone();
+                        lifted.write = lifted.write.with_version(f);
+                        writes.push(lifted);
+                    } else if floor.is_some_and(|f| write.write.version() < f) {
                         slots.push(Slot::BelowFloor);
                     } else {
                         slots.push(Slot::Sent(writes.len()));
                         writes.push(write.clone());
                     }
                 }
-                Planned::Truncate { .. } => slots.push(Slot::Truncate),
+                Planned::Truncate {
+                    target, version, ..
+                } => {
+                    let seen = truncated.entry(self.store.namespace(target)).or_default();
+                    *seen = (*seen).max(*version);
+                    slots.push(Slot::Truncate);
+                }
             }
         }
         let sent = self

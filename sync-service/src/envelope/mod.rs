@@ -289,9 +289,18 @@ impl EnvelopeParser {
                 data_collection_order: t.get("data_collection_order").and_then(Datum::as_i64),
             }),
         };
-        let lsn = source.lsn.ok_or(EnvelopeError::MissingField {
-            field: "source.lsn",
-        })?;
+        // Rows of an incremental (signalled) snapshot carry no LSN: whatever position they
+        // were given could not be compared with the changes that follow them (see
+        // cqrs_mongo's fill writes). They get the lowest version and are written as fills.
+        let lsn = match (source.lsn, &source.snapshot) {
+            (Some(lsn), _) => lsn,
+            (None, Snapshot::Incremental) if op == Op::Read => 0,
+            (None, _) => {
+                return Err(EnvelopeError::MissingField {
+                    field: "source.lsn",
+                });
+            }
+        };
         match op {
             Op::Create | Op::Read if after.is_none() => {
                 return Err(EnvelopeError::MissingField { field: "after" });

@@ -232,9 +232,12 @@ impl Projections {
                 .projection
                 .project(change)
                 .map_err(|e| failed(&r.name, e))?;
+            let fill = change.is_incremental_snapshot_read();
             planned.extend(writes.into_iter().map(|write| Planned::Write {
                 projection: Arc::clone(&r.name),
-                write,
+                // A row of an incremental snapshot only fills in what is missing: see
+                // cqrs_mongo::GuardedWrite::fill.
+                write: if fill { write.fill() } else { write },
             }));
         }
         Ok(planned)

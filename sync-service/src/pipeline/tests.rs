@@ -10,7 +10,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dead_letter::{Stage, Status};
 use crate::testing::{
-    ORDERS, PROJECTION, TOPIC, delete, doc_id, fixture, poison, tombstone, truncate, upsert,
+    ORDERS, PROJECTION, TOPIC, delete, doc_id, fixture, poison, snapshot_read, tombstone, truncate,
+    upsert,
 };
 
 fn id(offset: i64) -> String {
@@ -284,4 +285,56 @@ async fn checkpoints_pass_every_settled_record_and_feed_the_progress_gauges() {
         text.contains(&format!("sync_projection_lag{{{series}}} 6")),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn incremental_snapshot_rows_fill_in_and_never_block_what_follows() {
+    let f = fixture();
+    let state = |id: i32| {
+        f.store
+            .with(|s| s.docs.get(&(ORDERS.to_owned(), doc_id(id))).copied())
+    };
+    let batch = [
+        upsert(0, 1, 100),
+        delete(1, 2, 110),
+        snapshot_read(2, 1),
+        snapshot_read(3, 2),
+        snapshot_read(4, 3),
+    ];
+    let report = f.pipeline.process(&batch, &go()).await.unwrap();
+    assert_eq!(
+        (report.applied, report.stale, report.dead_lettered),
+        (4, 1, 0)
+    );
+    assert_eq!(
+        state(1),
+        Some((SourceVersion::new(100), false)),
+        "kept its version"
+    );
+    assert_eq!(
+        state(2),
+        Some((SourceVersion::new(110), true)),
+        "stays deleted"
+    );
+    assert_eq!(
+        state(3),
+        Some((SourceVersion::ZERO, false)),
+        "created at the lowest version"
+    );
+
+    // A change after the snapshot row applies whatever its (lower) position.
+    let report = f
+        .pipeline
+        .process(&[upsert(5, 3, 50)], &go())
+        .await
+        .unwrap();
+    assert_eq!(report.applied, 1);
+    assert_eq!(state(3), Some((SourceVersion::new(50), false)));
+
+    // Behind a truncate floor a snapshot row fills at the floor, not below it.
+    let batch = [truncate(6, 200), snapshot_read(7, 4), upsert(8, 5, 150)];
+    let report = f.pipeline.process(&batch, &go()).await.unwrap();
+    assert_eq!(state(4), Some((SourceVersion::new(200), false)));
+    assert_eq!(state(5), None, "older than the floor");
+    assert_eq!(report.dead_lettered, 0);
 }
