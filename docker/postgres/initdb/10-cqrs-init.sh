@@ -17,7 +17,11 @@
 #   - per service schema in $CQRS_SERVICE_SCHEMAS (default "orders inventory billing"): the
 #     schema, owned by the admin, and a NOLOGIN group role svc_<schema> with USAGE + CREATE on
 #     its own schema only (Vault's dynamic users are created IN ROLE svc_<schema>);
-#   - REVOKE CREATE ON SCHEMA public FROM PUBLIC.
+#   - REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+#   - Debezium's signal table debezium.signal (incremental snapshots: the sync-service's
+#     `rebuild` inserts execute-snapshot signals, the connector writes its window marks),
+#     writable by the Debezium role and by $SIGNAL_PG_USER (default cqrs_signal), a LOGIN
+#     role that can insert signals and nothing else.
 # Passwords are read inside psql with \getenv: never on a command line, never printed.
 set -eu
 
@@ -27,9 +31,12 @@ set -eu
 : "${DEBEZIUM_PG_USER:=cqrs_debezium}"
 : "${DEBEZIUM_PG_PASSWORD:?DEBEZIUM_PG_PASSWORD must be set}"
 : "${CDC_PUBLICATION:=cqrs_cdc}"
+: "${SIGNAL_PG_USER:=cqrs_signal}"
+: "${SIGNAL_PG_PASSWORD:=cqrs_signal_dev}"
 : "${CQRS_SERVICE_SCHEMAS:=orders inventory billing}"
 SUPERUSER="${CQRS_PG_SUPERUSER:-$POSTGRES_USER}"
-export POSTGRES_USER POSTGRES_DB POSTGRES_PASSWORD DEBEZIUM_PG_USER DEBEZIUM_PG_PASSWORD CDC_PUBLICATION
+export POSTGRES_USER POSTGRES_DB POSTGRES_PASSWORD DEBEZIUM_PG_USER DEBEZIUM_PG_PASSWORD CDC_PUBLICATION \
+  SIGNAL_PG_USER SIGNAL_PG_PASSWORD
 
 for s in $CQRS_SERVICE_SCHEMAS; do
   case "$s" in
@@ -91,5 +98,29 @@ SELECT format('REVOKE ALL ON SCHEMA %I FROM %I', o, :'grp')
 SELECT format('REVOKE CREATE ON SCHEMA public FROM %I', :'grp') \gexec
 SQL
 done
+
+# 4. Debezium's signal table and the role that may only insert signals into it.
+psql_su --dbname "$POSTGRES_DB" <<'SQL'
+\getenv admin_user POSTGRES_USER
+\getenv dbz_user DEBEZIUM_PG_USER
+\getenv sig_user SIGNAL_PG_USER
+\getenv sig_pw SIGNAL_PG_PASSWORD
+\getenv db POSTGRES_DB
+SELECT format('CREATE SCHEMA IF NOT EXISTS debezium AUTHORIZATION %I', :'admin_user') \gexec
+CREATE TABLE IF NOT EXISTS debezium.signal (
+  id   varchar(64) PRIMARY KEY,
+  type varchar(32) NOT NULL,
+  data varchar(2048)
+);
+SELECT format('ALTER TABLE debezium.signal OWNER TO %I', :'admin_user') \gexec
+SELECT format('CREATE ROLE %I', :'sig_user')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'sig_user') \gexec
+SELECT format('ALTER ROLE %I WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
+              :'sig_user', :'sig_pw') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I', :'db', :'sig_user') \gexec
+SELECT format('GRANT USAGE ON SCHEMA debezium TO %I, %I', :'dbz_user', :'sig_user') \gexec
+SELECT format('GRANT SELECT, INSERT, DELETE ON debezium.signal TO %I', :'dbz_user') \gexec
+SELECT format('GRANT INSERT ON debezium.signal TO %I', :'sig_user') \gexec
+SQL
 
 echo "10-cqrs-init: database $POSTGRES_DB ready (schemas: $CQRS_SERVICE_SCHEMAS; publication $CDC_PUBLICATION)"
