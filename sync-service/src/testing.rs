@@ -45,6 +45,8 @@ pub(crate) struct Store {
     pub(crate) fail_requests: usize,
     /// Bulk requests answered.
     pub(crate) bulks: usize,
+    /// Writes received in bulk requests.
+    pub(crate) writes: usize,
     /// Runs after the next bulk request (another instance acting meanwhile).
     pub(crate) after_bulk: Option<Hook<Store>>,
 }
@@ -100,6 +102,7 @@ impl ReadStore for MemoryStore {
         let mut s = self.state.lock().unwrap();
         s.fail()?;
         s.bulks += 1;
+        s.writes += writes.len();
         let mut failed: HashSet<(String, String)> = HashSet::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {

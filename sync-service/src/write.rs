@@ -7,9 +7,10 @@
 //! stale, when to sweep behind a floor recorded elsewhere, what to retry) and is
 //! unit-tested over an in-memory store; [`MongoStore`] is the production one.
 
+mod coalesce;
 mod mongo;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Display;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use mongo::MongoStore;
 
 use crate::map::Planned;
 use crate::truncate::FloorCache;
+use coalesce::Kept;
 
 /// The write stage was stopped by shutdown before the store acknowledged the batch.
 ///
@@ -280,7 +282,9 @@ impl Writer {
     /// collection's truncate floor are stale without being sent; truncates apply after
     /// the other writes (the version guard keeps rows newer than the truncate, whatever
     /// the order inside the batch); a floor recorded meanwhile elsewhere is enforced after
-    /// the writes (see [`truncate`](crate::truncate)).
+    /// the writes (see [`truncate`](crate::truncate)). Several writes of one document are
+    /// coalesced into the one that decides its final state where that changes no outcome
+    /// (see `write/coalesce.rs`).
     ///
     /// ```no_run
     /// # async fn demo(writer: sync_service::write::Writer) {
@@ -340,11 +344,7 @@ impl Writer {
                 }
             }
         }
-        let sent = self
-            .retrying(shutdown, "MongoDB write failed", || {
-                self.store.bulk(writes.clone(), checkpoints.clone())
-            })
-            .await?;
+        let sent = self.send(&writes, checkpoints, shutdown).await?;
         let mut outcomes = Vec::with_capacity(planned.len());
         for (p, slot) in planned.iter().zip(slots) {
             let outcome = match (p, slot) {
@@ -386,6 +386,61 @@ impl Writer {
             outcomes,
             latency: started.elapsed(),
         })
+    }
+
+    /// Sends `writes` coalesced (see [`coalesce`]) with the checkpoints; returns one
+    /// outcome per write. The documents whose superseding write failed are sent again,
+    /// uncoalesced, so their failures and hold-backs are those of their own writes.
+    async fn send(
+        &self,
+        writes: &[GuardedWrite],
+        checkpoints: Vec<CheckpointUpdate>,
+        shutdown: &CancellationToken,
+    ) -> Result<Vec<ItemOutcome>, Interrupted> {
+        let doc = |w: &GuardedWrite| {
+            format!(
+                "{}\u{0}{:?}",
+                self.store.namespace(w.write.target()),
+                w.write.id()
+            )
+        };
+        let plan = coalesce::coalesce(writes, doc);
+        let sent = self
+            .retrying(shutdown, "MongoDB write failed", || {
+                self.store.bulk(plan.sent.clone(), checkpoints.clone())
+            })
+            .await?;
+        let outcome = |i: usize| sent.get(i).cloned().unwrap_or(ItemOutcome::Applied);
+        let mut outcomes: Vec<ItemOutcome> = plan
+            .kept
+            .iter()
+            .map(|kept| match *kept {
+                Kept::Sent(i) | Kept::By(i) => outcome(i),
+            })
+            .collect();
+        // Documents whose superseding write failed: all their writes again, in order.
+        let again: HashSet<String> = writes
+            .iter()
+            .zip(&plan.kept)
+            .filter(|(_, kept)| matches!(kept, Kept::By(i) if outcome(*i).is_failed()))
+            .map(|(w, _)| doc(w))
+            .collect();
+        if again.is_empty() {
+            return Ok(outcomes);
+        }
+        let indices: Vec<usize> = (0..writes.len())
+            .filter(|&i| again.contains(&doc(&writes[i])))
+            .collect();
+        let retried: Vec<GuardedWrite> = indices.iter().map(|&i| writes[i].clone()).collect();
+        let resent = self
+            .retrying(shutdown, "MongoDB write failed", || {
+                self.store.bulk(retried.clone(), Vec::new())
+            })
+            .await?;
+        for (i, o) in indices.into_iter().zip(resent) {
+            outcomes[i] = o;
+        }
+        Ok(outcomes)
     }
 
     /// Records a truncate of `target` at `version`, then deletes every document older
