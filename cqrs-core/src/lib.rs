@@ -89,7 +89,7 @@ pub use cqrs_derive::DomainEvent;
 pub use event::{DomainEvent, EventEnvelope, EventMetadata, NewEvent, StoredMetadata};
 pub use handler::{CommandError, CommandHandler, CommandOutcome, CommandResult, RetryPolicy};
 pub use memory::InMemoryStore;
-pub use read_model::{Projection, ReadModel, ReadModelWrite, Target};
+pub use read_model::{ChildChange, Projection, ReadModel, ReadModelWrite, Target};
 pub use secret::Secret;
 pub use store::{
     AggregateStore, CommandReceipt, Commit, ForCommand, Loaded, OutboxMessage, PersistenceMode,

@@ -140,6 +140,58 @@ pub enum ReadModelWrite<K, D> {
         /// Version of the change.
         version: SourceVersion,
     },
+    /// Write one child row embedded in its parent's document (an order line inside its
+    /// order): element `key` of the collection of children `field` of document `id`.
+    ///
+    /// Each child is guarded by its own version, kept beside the document, so changes of
+    /// different children, and of the parent, arrive in any relative order and never make
+    /// each other stale; a deleted child leaves a version behind so that an older change of
+    /// it cannot bring it back. Child writes never decide whether the parent document is
+    /// visible: a child arriving before its parent is kept (the document stays hidden
+    /// until its parent arrives) and cannot bring a deleted parent back.
+    Child {
+        /// Where the parent documents live.
+        target: Target,
+        /// The parent document's id.
+        id: K,
+        /// The collection of children inside the parent (`lines`): letters, digits and
+        /// `_`, not starting with `_`.
+        field: String,
+        /// The child's key within its parent (`"3"` for line 3): the store may restrict
+        /// the characters (cqrs-mongo encodes keys with `child_key`).
+        key: String,
+        /// Version of the change of the child.
+        version: SourceVersion,
+        /// What happens to the child.
+        change: ChildChange<D>,
+    },
+}
+
+/// What a [`ReadModelWrite::Child`] does to its child.
+///
+/// ```
+/// use cqrs_core::ChildChange;
+///
+/// let upsert: ChildChange<Vec<(String, i64)>> = ChildChange::Replace(vec![("qty".into(), 2)]);
+/// assert!(!upsert.is_delete());
+/// assert!(ChildChange::<()>::Delete.is_delete());
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChildChange<D> {
+    /// Insert or fully replace the child (its fields, without key or version).
+    Replace(D),
+    /// Set some fields of the child, creating it if needed (an update that did not carry
+    /// every column).
+    Patch(D),
+    /// Remove the child, leaving its version behind.
+    Delete,
+}
+
+impl<D> ChildChange<D> {
+    /// True for [`ChildChange::Delete`].
+    pub fn is_delete(&self) -> bool {
+        matches!(self, ChildChange::Delete)
+    }
 }
 
 impl<K, D> ReadModelWrite<K, D> {
@@ -149,7 +201,8 @@ impl<K, D> ReadModelWrite<K, D> {
             ReadModelWrite::Replace { target, .. }
             | ReadModelWrite::Patch { target, .. }
             | ReadModelWrite::ScopedPatch { target, .. }
-            | ReadModelWrite::Delete { target, .. } => target,
+            | ReadModelWrite::Delete { target, .. }
+            | ReadModelWrite::Child { target, .. } => target,
         }
     }
 
@@ -159,7 +212,8 @@ impl<K, D> ReadModelWrite<K, D> {
             ReadModelWrite::Replace { id, .. }
             | ReadModelWrite::Patch { id, .. }
             | ReadModelWrite::ScopedPatch { id, .. }
-            | ReadModelWrite::Delete { id, .. } => id,
+            | ReadModelWrite::Delete { id, .. }
+            | ReadModelWrite::Child { id, .. } => id,
         }
     }
 
@@ -169,7 +223,8 @@ impl<K, D> ReadModelWrite<K, D> {
             ReadModelWrite::Replace { version, .. }
             | ReadModelWrite::Patch { version, .. }
             | ReadModelWrite::ScopedPatch { version, .. }
-            | ReadModelWrite::Delete { version, .. } => *version,
+            | ReadModelWrite::Delete { version, .. }
+            | ReadModelWrite::Child { version, .. } => *version,
         }
     }
 
@@ -188,7 +243,8 @@ impl<K, D> ReadModelWrite<K, D> {
             ReadModelWrite::Replace { version, .. }
             | ReadModelWrite::Patch { version, .. }
             | ReadModelWrite::ScopedPatch { version, .. }
-            | ReadModelWrite::Delete { version, .. } => *version = new,
+            | ReadModelWrite::Delete { version, .. }
+            | ReadModelWrite::Child { version, .. } => *version = new,
         }
         self
     }

@@ -232,6 +232,9 @@ struct Unit {
     id: String,
     filter: Document,
     body: OpBody,
+    /// Sent as this update pipeline instead of `body` (a replacement keeping the
+    /// children of a document that holds some: see `children::keep_form`).
+    pipeline: Option<Vec<Document>>,
     slot: Slot,
 }
 
@@ -459,6 +462,7 @@ impl BulkWriter {
                 id: display_id(&op.id),
                 filter: op.filter,
                 body: op.body,
+                pipeline: None,
                 slot: Slot::Item(i),
             });
             *round += 1;
@@ -475,6 +479,7 @@ impl BulkWriter {
                     id,
                     filter,
                     body: OpBody::Update(update),
+                    pipeline: None,
                     slot: Slot::Checkpoint(j),
                 }),
                 Err(e) => {
@@ -724,20 +729,34 @@ impl BulkWriter {
     ) -> Result<(Vec<ItemOutcome>, usize)> {
         let mut raw = self.send(strategy, units).await?;
         let mut requests = 1;
-        if self.options.confirm_stale {
-            let again: Vec<usize> = raw
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| matches!(r, Raw::DuplicateId))
-                .map(|(i, _)| i)
-                .collect();
-            if !again.is_empty() {
-                let subset: Vec<Unit> = again.iter().map(|&i| units[i].clone()).collect();
-                let retried = self.send(strategy, &subset).await?;
-                requests += 1;
-                for (i, r) in again.into_iter().zip(retried) {
-                    raw[i] = r;
-                }
+        // Duplicate keys are sent once more: replacements and tombstones that met a
+        // document holding children in the form that keeps them (always), the others to
+        // confirm they are stale (when asked).
+        let mut again: Vec<(usize, Unit)> = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            if !matches!(r, Raw::DuplicateId) {
+                continue;
+            }
+            let unit = &units[i];
+            match crate::children::keep_form(&unit.filter, &unit.body) {
+                Some((filter, pipeline)) => again.push((
+                    i,
+                    Unit {
+                        filter,
+                        pipeline: Some(pipeline),
+                        ..unit.clone()
+                    },
+                )),
+                None if self.options.confirm_stale => again.push((i, unit.clone())),
+                None => {}
+            }
+        }
+        if !again.is_empty() {
+            let (indexes, subset): (Vec<usize>, Vec<Unit>) = again.into_iter().unzip();
+            let retried = self.send(strategy, &subset).await?;
+            requests += 1;
+            for (i, r) in indexes.into_iter().zip(retried) {
+                raw[i] = r;
             }
         }
         let outcomes = units
@@ -770,22 +789,29 @@ impl BulkWriter {
     async fn send_client_bulk(&self, units: &[Unit]) -> Result<Vec<Raw>> {
         let models: Vec<WriteModel> = units
             .iter()
-            .map(|u| match &u.body {
-                OpBody::Replace(d) => ReplaceOneModel::builder()
+            .map(|u| match (&u.pipeline, &u.body) {
+                (Some(pipeline), _) => UpdateOneModel::builder()
+                    .namespace(u.ns.clone())
+                    .filter(u.filter.clone())
+                    .update(pipeline.clone())
+                    .upsert(true)
+                    .build()
+                    .into(),
+                (None, OpBody::Replace(d)) => ReplaceOneModel::builder()
                     .namespace(u.ns.clone())
                     .filter(u.filter.clone())
                     .replacement(d.clone())
                     .upsert(true)
                     .build()
                     .into(),
-                OpBody::Update(d) => UpdateOneModel::builder()
+                (None, OpBody::Update(d)) => UpdateOneModel::builder()
                     .namespace(u.ns.clone())
                     .filter(u.filter.clone())
                     .update(d.clone())
                     .upsert(true)
                     .build()
                     .into(),
-                OpBody::Fill(d) => UpdateOneModel::builder()
+                (None, OpBody::Fill(d)) => UpdateOneModel::builder()
                     .namespace(u.ns.clone())
                     .filter(u.filter.clone())
                     .update(crate::fill::pipeline(d))
@@ -829,14 +855,19 @@ impl BulkWriter {
         for (ns, idx) in groups {
             let mut current: (Vec<usize>, Vec<Document>, usize) = (Vec::new(), Vec::new(), 0);
             for i in idx {
-                let stmt = GuardedOp {
-                    database: None,
-                    collection: String::new(),
-                    id: Bson::Null,
-                    filter: units[i].filter.clone(),
-                    body: units[i].body.clone(),
-                }
-                .update_statement();
+                let stmt = match &units[i].pipeline {
+                    Some(pipeline) => doc! {
+                        "q": units[i].filter.clone(), "u": pipeline.clone(), "upsert": true,
+                    },
+                    None => GuardedOp {
+                        database: None,
+                        collection: String::new(),
+                        id: Bson::Null,
+                        filter: units[i].filter.clone(),
+                        body: units[i].body.clone(),
+                    }
+                    .update_statement(),
+                };
                 let size = bson::to_vec(&stmt).map(|v| v.len()).unwrap_or(0);
                 if !current.0.is_empty()
                     && (current.0.len() >= self.options.max_statements.max(1)

@@ -15,7 +15,10 @@
 //!   it lacks (a partial patch created it, or an older projection wrote it) are added; its
 //!   version stays;
 //! * a tombstone: the filter does not match, the upsert collides on `_id` and the write is
-//!   stale, like any guarded write that lost.
+//!   stale, like any guarded write that lost;
+//! * a hidden document holding children whose parent never came (it has no version, see
+//!   [`children`](crate::children)): filled like a live one, and made visible (the fill is
+//!   its parent's first write).
 //!
 //! `$literal` keeps a value such as `"$price"` a string rather than a field path.
 
@@ -24,17 +27,21 @@ use bson::{Bson, Document, doc};
 use crate::{
     errors::{Error, Result, display_id},
     guard::{GuardedOp, OpBody},
-    model::{AGGREGATES_FIELD, DELETED_FIELD, SCOPES_FIELD},
+    model::{AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, SCOPES_FIELD, VersionFields},
 };
 
-/// Turns a guarded operation into its fill form.
-pub(crate) fn into_fill(op: GuardedOp) -> Result<GuardedOp> {
+/// Turns a guarded operation into its fill form (`fields`: the model's version fields).
+pub(crate) fn into_fill(op: GuardedOp, fields: &VersionFields) -> Result<GuardedOp> {
     let document = match &op.body {
         OpBody::Replace(d) | OpBody::Fill(d) => d.clone(),
         OpBody::Update(update) => filled_from_update(update, &op)?,
     };
     Ok(GuardedOp {
-        filter: doc! { "_id": op.id.clone(), DELETED_FIELD: { "$ne": true } },
+        // Live documents, and hidden ones no parent write ever reached (children only).
+        filter: doc! { "_id": op.id.clone(), "$or": [
+            { DELETED_FIELD: { "$ne": true } },
+            { fields.position.as_str(): { "$exists": false } },
+        ] },
         body: OpBody::Fill(document),
         ..op
     })
@@ -56,7 +63,12 @@ pub(crate) fn pipeline(filled: &Document) -> Vec<Document> {
             ] } }));
         }
     }
-    vec![doc! { "$replaceWith": { "$mergeObjects": layers } }]
+    vec![
+        doc! { "$replaceWith": { "$mergeObjects": layers } },
+        // Only live documents and hidden documents of children match a fill: the first have
+        // no tombstone flag, the second lose it (see `into_fill`).
+        doc! { "$unset": [DELETED_FIELD, DELETED_AT_FIELD] },
+    ]
 }
 
 /// The document a patch fills: its `$set` paths expanded (`a.b` becomes `{a: {b}}`), the
@@ -113,6 +125,10 @@ fn refused(op: &GuardedOp, reason: &str) -> Error {
 mod tests {
     use super::*;
 
+    fn fields() -> VersionFields {
+        VersionFields::new("_version")
+    }
+
     fn op(body: OpBody) -> GuardedOp {
         GuardedOp {
             database: None,
@@ -126,14 +142,23 @@ mod tests {
     #[test]
     fn a_replacement_fills_as_is_and_spares_tombstones() {
         let d = doc! { "_id": "a", "x": "$price", "_version": 0_i64 };
-        let f = into_fill(op(OpBody::Replace(d.clone()))).unwrap();
-        assert_eq!(f.filter, doc! { "_id": "a", "_deleted": { "$ne": true } });
+        let f = into_fill(op(OpBody::Replace(d.clone())), &fields()).unwrap();
+        assert_eq!(
+            f.filter,
+            doc! { "_id": "a", "$or": [
+                { "_deleted": { "$ne": true } },
+                { "_version": { "$exists": false } },
+            ] }
+        );
         assert_eq!(f.body, OpBody::Fill(d.clone()));
         assert_eq!(
             pipeline(&d),
-            vec![doc! { "$replaceWith": { "$mergeObjects": [
-                { "$literal": d }, "$$ROOT",
-            ] } }]
+            vec![
+                doc! { "$replaceWith": { "$mergeObjects": [
+                    { "$literal": d }, "$$ROOT",
+                ] } },
+                doc! { "$unset": ["_deleted", "_deleted_at"] },
+            ]
         );
     }
 
@@ -144,7 +169,7 @@ mod tests {
             "$unset": { "y": "" },
             "$max": { "_version": 0_i64 },
         };
-        let f = into_fill(op(OpBody::Update(update))).unwrap();
+        let f = into_fill(op(OpBody::Update(update)), &fields()).unwrap();
         let filled = doc! {
             "_id": "a", "x": 1,
             "_scopes": { "lines": { "_version": 0_i64, "_version_index": 0_i64 } },
@@ -171,7 +196,7 @@ mod tests {
     fn conflicting_paths_are_refused() {
         let update = doc! { "$set": { "a": 1, "a.b": 2 } };
         assert!(matches!(
-            into_fill(op(OpBody::Update(update))),
+            into_fill(op(OpBody::Update(update)), &fields()),
             Err(Error::InvalidWrite { .. })
         ));
     }

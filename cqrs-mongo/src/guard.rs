@@ -24,6 +24,7 @@ use cqrs_core::{ReadModelWrite, SourceVersion};
 use mongodb::Collection;
 
 use crate::{
+    children::{self, CHILDREN_FIELD},
     errors::{DuplicateOn, Error, Result, display_id, duplicate_in},
     model::{
         AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, GuardedWrite, SCOPES_FIELD,
@@ -139,6 +140,8 @@ fn reserved(field: &str, fields: &VersionFields) -> bool {
         || field.starts_with(&format!("{SCOPES_FIELD}."))
         || field == AGGREGATES_FIELD
         || field.starts_with(&format!("{AGGREGATES_FIELD}."))
+        || field == CHILDREN_FIELD
+        || field.starts_with(&format!("{CHILDREN_FIELD}."))
         || field.starts_with(&format!("{}.", fields.position))
 }
 
@@ -208,9 +211,14 @@ pub(crate) fn build(
     fields: &VersionFields,
     now: bson::DateTime,
 ) -> Result<GuardedOp> {
+    // A child write is an update of its parent guarded by the child's own version; it
+    // builds its own fill (see `children`).
+    if matches!(guarded.write, ReadModelWrite::Child { .. }) {
+        return children::build_child(guarded, fields, now);
+    }
     let op = build_guarded(guarded, fields, now)?;
     if guarded.fill && !matches!(guarded.write, ReadModelWrite::Delete { .. }) {
-        crate::fill::into_fill(op)
+        crate::fill::into_fill(op, fields)
     } else {
         Ok(op)
     }
@@ -234,7 +242,7 @@ fn build_guarded(
     let id = write.id();
     let version: SourceVersion = write.version();
     let (position, index) = fields.encode(version, collection, Some(id))?;
-    let filter = guard_filter(fields, id, position, index);
+    let mut filter = guard_filter(fields, id, position, index);
     let body = match write {
         ReadModelWrite::Replace { document, .. } => {
             let body = clean_body(document.clone(), id, collection, fields)?;
@@ -246,6 +254,10 @@ fn build_guarded(
             if let Some((key, version)) = &origin {
                 out.insert(AGGREGATES_FIELD, doc! { key.as_str(): *version });
             }
+            // Sent as a plain replace to a document without children; one with children
+            // gets the form that keeps them (`children::keep_form`).
+            let (name, marker) = children::without_children();
+            filter.insert(name, marker);
             OpBody::Replace(out)
         }
         ReadModelWrite::Patch { set, unset, .. } => {
@@ -320,8 +332,12 @@ fn build_guarded(
             if let Some((key, version)) = &origin {
                 tombstone.insert(AGGREGATES_FIELD, doc! { key.as_str(): *version });
             }
+            // A deleted parent keeps its children (rows of their own table): see `children`.
+            let (name, marker) = children::without_children();
+            filter.insert(name, marker);
             OpBody::Replace(tombstone)
         }
+        ReadModelWrite::Child { .. } => return children::build_child(guarded, fields, now),
     };
     Ok(GuardedOp {
         database: target.database.clone(),
@@ -360,6 +376,7 @@ pub(crate) async fn execute_one(
     confirm_stale: bool,
 ) -> Result<WriteOutcome> {
     let attempts = if confirm_stale { 2 } else { 1 };
+    let keep = children::keep_form(&op.filter, &op.body);
     for attempt in 1..=attempts {
         let result = match &op.body {
             OpBody::Replace(d) => {
@@ -381,6 +398,25 @@ pub(crate) async fn execute_one(
         match result {
             Ok(_) => return Ok(WriteOutcome::Applied),
             Err(e) => match duplicate_in(&e) {
+                // The plain form met a document it may not replace: one that holds
+                // children gets the form keeping them (which also decides staleness).
+                Some(DuplicateOn::Id) if keep.is_some() => {
+                    let Some((filter, pipeline)) = keep else {
+                        return Ok(WriteOutcome::Stale);
+                    };
+                    return match coll.update_one(filter, pipeline).upsert(true).await {
+                        Ok(_) => Ok(WriteOutcome::Applied),
+                        Err(e) if duplicate_in(&e) == Some(DuplicateOn::Id) => {
+                            Ok(WriteOutcome::Stale)
+                        }
+                        Err(e) => Err(Error::mongo(
+                            "guarded write",
+                            coll.namespace().to_string(),
+                            Some(display_id(&op.id)),
+                            e,
+                        )),
+                    };
+                }
                 Some(DuplicateOn::Id) if attempt < attempts => {
                     tracing::trace!(collection = %coll.name(), id = %display_id(&op.id), "duplicate key on _id: confirming");
                     continue;

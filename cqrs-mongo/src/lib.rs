@@ -8,6 +8,7 @@
 //! | typed read model, [`Versioned`] reads, version encoding | [`model`] |
 //! | typed queries and writes on one model | [`repository`] |
 //! | version-guarded single writes, tombstones | [`guard`] |
+//! | child rows embedded in their parent's document | [`children`] |
 //! | batched guarded writes across collections (the sync-service's API) | [`bulk`] |
 //! | index creation and verification | [`indexes`] |
 //! | projection checkpoints | [`checkpoint`] |
@@ -50,6 +51,7 @@
 
 pub mod bulk;
 pub mod checkpoint;
+pub mod children;
 pub mod client;
 pub mod errors;
 mod fill;

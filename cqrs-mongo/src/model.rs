@@ -318,7 +318,7 @@ pub(crate) fn is_tombstone(doc: &Document) -> bool {
 
 /// Decodes a raw document into a model, naming the offending field on failure.
 ///
-/// The `_version_index`, scope, aggregate and tombstone fields are removed first; the version field stays
+/// The `_version_index`, scope, aggregate, children-version and tombstone fields are removed first; the version field stays
 /// (a model may declare it).
 ///
 /// ```
@@ -343,6 +343,7 @@ pub fn decode<T: DeserializeOwned>(
     doc.remove(&fields.index);
     doc.remove(SCOPES_FIELD);
     doc.remove(AGGREGATES_FIELD);
+    doc.remove(crate::children::CHILDREN_FIELD);
     doc.remove(DELETED_FIELD);
     doc.remove(DELETED_AT_FIELD);
     let id = doc.get("_id").map(display_id);

@@ -20,7 +20,10 @@
 //!   patches (guarded by their own source's version, not the document's: they may apply
 //!   where the later replacement is stale);
 //! * anything else (a plain patch, or a replacement not newer than the whole run) joins
-//!   the run.
+//!   the run;
+//! * **child writes** (rows embedded in the document, see `cqrs_mongo::children`) are
+//!   guarded by their child's own version, and a replacement or tombstone of the parent
+//!   keeps the children: they neither join, close nor get superseded by a run.
 //!
 //! A superseded write reports the outcome of the write that superseded it (applied or
 //! stale: with versions below it, it would have been stale exactly when it is). When the
@@ -62,6 +65,8 @@ enum Role {
     Barrier,
     /// Joins the run.
     Other,
+    /// Stands apart from the runs: neither superseded nor superseding.
+    Independent,
 }
 
 fn role(w: &GuardedWrite) -> Role {
@@ -72,6 +77,7 @@ fn role(w: &GuardedWrite) -> Role {
         ReadModelWrite::Replace { .. } | ReadModelWrite::Delete { .. } => Role::FinalState,
         ReadModelWrite::ScopedPatch { .. } => Role::Barrier,
         ReadModelWrite::Patch { .. } => Role::Other,
+        ReadModelWrite::Child { .. } => Role::Independent,
     }
 }
 
@@ -98,6 +104,7 @@ pub(super) fn coalesce(
                 run.push(i);
             }
             Role::Other => run.push(i),
+            Role::Independent => {}
         }
     }
     // Superseders come later than what they supersede, so walking backwards resolves
@@ -237,6 +244,25 @@ mod tests {
         // A fill delete (never built as a fill, still a barrier).
         let (sent, _) = run(&[replace(1, 10), delete(1, 0).fill(), replace(1, 30)]);
         assert_eq!(sent, vec![10, 0, 30]);
+    }
+
+    #[test]
+    fn child_writes_stand_apart_from_the_parents_runs() {
+        let child = |v: u64| {
+            GuardedWrite::new(ReadModelWrite::Child {
+                target: Target::collection("c"),
+                id: Bson::Int32(1),
+                field: "lines".into(),
+                key: "1".into(),
+                version: SourceVersion::new(v),
+                change: cqrs_core::ChildChange::Delete,
+            })
+        };
+        // The parent's replacements still coalesce around a child write, which is sent
+        // whatever its version: the last replacement keeps it.
+        let (sent, kept) = run(&[replace(1, 10), child(30), replace(1, 20)]);
+        assert_eq!(sent, vec![30, 20]);
+        assert_eq!(kept, vec![Kept::By(1), Kept::Sent(0), Kept::Sent(1)]);
     }
 
     #[test]
