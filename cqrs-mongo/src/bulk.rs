@@ -295,6 +295,16 @@ pub struct BulkWriter {
     insert_first_pause: Arc<std::sync::atomic::AtomicU32>,
 }
 
+impl BulkWriter {
+    pub(crate) fn client(&self) -> &MongoClient {
+        &self.client
+    }
+
+    pub(crate) fn version_fields(&self) -> &VersionFields {
+        &self.fields
+    }
+}
+
 /// Batches to skip insert-first after an attempt where most inserts met existing documents.
 const INSERT_FIRST_PAUSE: u32 = 16;
 

@@ -23,12 +23,72 @@
 //! `$literal` keeps a value such as `"$price"` a string rather than a field path.
 
 use bson::{Bson, Document, doc};
+use cqrs_core::{SourceVersion, Target};
+use futures::TryStreamExt;
 
 use crate::{
+    bulk::BulkWriter,
     errors::{Error, Result, display_id},
     guard::{GuardedOp, OpBody},
     model::{AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, SCOPES_FIELD, VersionFields},
 };
+
+impl BulkWriter {
+    /// The stored versions of documents `ids` of `target`'s live version, for those that
+    /// exist and are not tombstones.
+    ///
+    /// A fill's true position is the last change its document received before the
+    /// snapshot read it: in the live version, all of them have been applied, so a writer
+    /// gives a fill the live document's version (see the sync-service's rebuilds). Then a
+    /// rebuilt version's documents carry the same versions as the live ones, and nothing
+    /// goes back in version when readers switch.
+    ///
+    /// ```no_run
+    /// # async fn demo(mongo: cqrs_mongo::MongoClient) -> cqrs_mongo::Result<()> {
+    /// use cqrs_core::Target;
+    /// let found = mongo.bulk_writer().live_versions(&Target::collection("orders"), &["o-1".into()]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn live_versions(
+        &self,
+        target: &Target,
+        ids: &[Bson],
+    ) -> Result<Vec<(Bson, SourceVersion)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client();
+        let layout = client
+            .layout(target.database.as_deref(), &target.collection)
+            .await?;
+        let fields = self.version_fields();
+        let coll = client
+            .database(Some(&layout.database))
+            .collection::<Document>(&layout.live);
+        let mut projection = doc! { "_id": 1, DELETED_FIELD: 1 };
+        projection.insert(fields.position.clone(), 1);
+        projection.insert(fields.index.clone(), 1);
+        let found: Vec<Document> = coll
+            .find(doc! { "_id": { "$in": ids.to_vec() } })
+            .projection(projection)
+            .await
+            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?
+            .try_collect()
+            .await
+            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?;
+        let mut out = Vec::with_capacity(found.len());
+        for d in found {
+            if d.get_bool(DELETED_FIELD).unwrap_or(false) {
+                continue;
+            }
+            let Some(id) = d.get("_id").cloned() else {
+                continue;
+            };
+            out.push((id, fields.read(&d, &layout.live)?));
+        }
+        Ok(out)
+    }
+}
 
 /// Turns a guarded operation into its fill form (`fields`: the model's version fields).
 pub(crate) fn into_fill(op: GuardedOp, fields: &VersionFields) -> Result<GuardedOp> {

@@ -94,6 +94,9 @@ pub struct SyncConfig {
     /// Declarative table-to-collection mappings.
     #[serde(default, rename = "projection")]
     pub projections: Vec<TableMapping>,
+    /// Rebuilds of read models from incremental snapshots.
+    #[serde(default)]
+    pub rebuild: RebuildConfig,
     /// MongoDB settings and credentials from Vault (feature `vault`).
     #[cfg(feature = "vault")]
     #[serde(default)]
@@ -405,12 +408,6 @@ impl SyncConfig {
         let mut kafka = toml::Table::new();
         kafka.insert("bootstrap_servers".into(), bootstrap_servers.into().into());
         kafka.insert("group_id".into(), group_id.into().into());
-        // A projection's topic may not exist yet when the service subscribes (Debezium
-        // creates it with the table's first change): librdkafka looks again only at its
-        // metadata refresh, every 5 minutes by default.
-        let mut properties = toml::Table::new();
-        properties.insert("topic.metadata.refresh.interval.ms".into(), "5000".into());
-        kafka.insert("properties".into(), properties.into());
         let mut mongodb = toml::Table::new();
         mongodb.insert("uri".into(), mongodb_uri.into().into());
         mongodb.insert("database".into(), database.into().into());

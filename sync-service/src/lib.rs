@@ -66,6 +66,7 @@ pub mod map;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod rebuild;
 pub mod runtime;
 pub mod service;
 pub mod source;

@@ -9,6 +9,8 @@ use sync_service::config::SyncConfig;
 use sync_service::dlq::{self, Selection};
 use tokio_util::sync::CancellationToken;
 
+mod rebuild_command;
+
 #[derive(Parser)]
 #[command(version, about = "Debezium change topics into MongoDB projections")]
 struct Cli {
@@ -29,6 +31,34 @@ enum Command {
         /// Configuration file.
         #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
         config: PathBuf,
+    },
+    /// Rebuild a read model from an incremental snapshot of its tables while the live
+    /// version keeps serving; switch to it when it has caught up (progress on stderr).
+    Rebuild {
+        /// Configuration file.
+        #[arg(long, env = "SYNC_CONFIG", default_value = "sync.toml")]
+        config: PathBuf,
+        /// The read model (a `collection` of the `[[projection]]` mappings).
+        read_model: String,
+        /// Its database, when not `mongodb.database`.
+        #[arg(long)]
+        database: Option<String>,
+        /// Source table (`schema.table`) of a Rust projection; repeatable. Default: the
+        /// tables of the mappings writing the read model.
+        #[arg(long = "table")]
+        tables: Vec<String>,
+        /// Start (or resume) and return without waiting; running services finish it.
+        #[arg(long)]
+        detach: bool,
+        /// Print the rebuild's record and return.
+        #[arg(long, conflicts_with_all = ["detach", "cancel", "drop_previous"])]
+        status: bool,
+        /// Stop the running rebuild and drop the version being built.
+        #[arg(long, conflicts_with_all = ["detach", "drop_previous"])]
+        cancel: bool,
+        /// Drop the version the last switch replaced.
+        #[arg(long, conflicts_with = "detach")]
+        drop_previous: bool,
     },
     /// Resolve dead-lettered messages.
     Dlq {
@@ -104,6 +134,28 @@ async fn execute(command: Command) -> Result<(), String> {
                 .run(shutdown)
                 .await
                 .map_err(|e| e.to_string())
+        }
+        Command::Rebuild {
+            config,
+            read_model,
+            database,
+            tables,
+            detach,
+            status,
+            cancel,
+            drop_previous,
+        } => {
+            let config = load(&config)?;
+            let request = rebuild_command::Request {
+                read_model,
+                database,
+                tables,
+                detach,
+                status,
+                cancel,
+                drop_previous,
+            };
+            rebuild_command::execute(&config, request).await
         }
         Command::Dlq { config, action } => {
             let config = load(&config)?;

@@ -57,6 +57,20 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+/// Label of per-read-model series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadModelLabel {
+    /// Read model (`database.name`).
+    pub read_model: String,
+}
+
+/// Label of per-table series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TableLabel {
+    /// Source table (`schema.table`).
+    pub table: String,
+}
+
 /// Every metric the service exports.
 ///
 /// ```
@@ -95,6 +109,14 @@ pub struct Metrics {
     /// Generation of the MongoDB client when the last batch was written: 0 for the client
     /// of the start, +1 at every rebuild (a new Vault secret version, `[vault]` section).
     pub mongodb_client_generation: Gauge,
+    /// Rows of incremental snapshots this process applied, per source table.
+    pub snapshot_rows: Family<TableLabel, Counter>,
+    /// Rows a rebuild has received so far (every instance's), per read model being rebuilt.
+    pub rebuild_rows: Family<ReadModelLabel, Gauge>,
+    /// The planner's row estimate of a rebuild's tables (0: unknown).
+    pub rebuild_rows_estimate: Family<ReadModelLabel, Gauge>,
+    /// 1 while a rebuild of the read model runs (signalled, snapshotting, catching up).
+    pub rebuild_active: Family<ReadModelLabel, Gauge>,
     registry: Arc<Registry>,
 }
 
@@ -175,6 +197,30 @@ impl Metrics {
             "MongoDB client rebuilds (new credentials) as of the last written batch",
             mongodb_client_generation.clone(),
         );
+        let snapshot_rows = Family::<TableLabel, Counter>::default();
+        let rebuild_rows = Family::<ReadModelLabel, Gauge>::default();
+        let rebuild_rows_estimate = Family::<ReadModelLabel, Gauge>::default();
+        let rebuild_active = Family::<ReadModelLabel, Gauge>::default();
+        registry.register(
+            "snapshot_rows",
+            "Incremental snapshot rows applied by this process, per source table",
+            snapshot_rows.clone(),
+        );
+        registry.register(
+            "rebuild_rows",
+            "Rows a running rebuild has received, per read model",
+            rebuild_rows.clone(),
+        );
+        registry.register(
+            "rebuild_rows_estimate",
+            "Planner estimate of the rows a running rebuild reads (0: unknown)",
+            rebuild_rows_estimate.clone(),
+        );
+        registry.register(
+            "rebuild_active",
+            "1 while the read model is being rebuilt",
+            rebuild_active.clone(),
+        );
         registry.register("changes_consumed", "Messages consumed", consumed.clone());
         registry.register(
             "changes_applied",
@@ -216,6 +262,10 @@ impl Metrics {
             projection_offset,
             projection_lag,
             mongodb_client_generation,
+            snapshot_rows,
+            rebuild_rows,
+            rebuild_rows_estimate,
+            rebuild_active,
             registry: Arc::new(registry),
         }
     }

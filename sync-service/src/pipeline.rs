@@ -85,6 +85,8 @@ pub struct Pipeline {
     pub progress: std::sync::Arc<ProjectionProgress>,
     /// Backoff of transient failures.
     pub backoff: Backoff,
+    /// Incremental snapshot rows seen, for the running rebuilds' progress.
+    pub snapshot_rows: std::sync::Arc<crate::rebuild::SnapshotRows>,
     /// What must live as long as the pipeline (the Vault client renewing its token and
     /// following the MongoDB secret).
     pub(crate) _keep_alive: Vec<Box<dyn std::any::Any + Send + Sync>>,

@@ -3,6 +3,7 @@
 //! checkpoints read back after an assignment) and the HTTP endpoints, with graceful
 //! shutdown (stop fetching, settle, commit).
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,9 +18,10 @@ use crate::dead_letter::{DeadLetters, KafkaSink, MongoLetters};
 use crate::decode::{Decoder, Format, RegistryDecoder};
 use crate::envelope::EnvelopeParser;
 use crate::map::Projections;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ReadModelLabel};
 use crate::pipeline::Pipeline;
 use crate::progress::ProjectionProgress;
+use crate::rebuild::Rebuilds;
 use crate::service::ServiceError;
 use crate::source::{self, SourceObserver};
 use crate::write::{MongoStore, Writer};
@@ -70,19 +72,14 @@ pub async fn build_pipeline(
     assemble(config, projections, mongo, keep_alive).await
 }
 
-/// The stages over `mongo`.
-pub(crate) async fn assemble(
-    config: &SyncConfig,
-    projections: Projections,
-    mongo: MongoClient,
-    keep_alive: KeepAlive,
-) -> Result<Pipeline, ServiceError> {
+/// The decoder of `config`: the Schema Registry's when there is one, the default format.
+pub(crate) fn decoder(config: &SyncConfig) -> Result<Decoder, ServiceError> {
     let format: Format = config
         .kafka
         .format
         .parse()
         .map_err(|e| ServiceError::Registry(format!("kafka.format: {e}")))?;
-    let decoder = match &config.schema_registry {
+    Ok(match &config.schema_registry {
         Some(registry) => {
             let registry = RegistryDecoder::new(&registry.url)
                 .map_err(|e| ServiceError::Registry(e.to_string()))?;
@@ -90,7 +87,17 @@ pub(crate) async fn assemble(
         }
         None => Decoder::without_registry(),
     }
-    .with_default_format(format);
+    .with_default_format(format))
+}
+
+/// The stages over `mongo`.
+pub(crate) async fn assemble(
+    config: &SyncConfig,
+    projections: Projections,
+    mongo: MongoClient,
+    keep_alive: KeepAlive,
+) -> Result<Pipeline, ServiceError> {
+    let decoder = decoder(config)?;
     let backoff = config.retry.backoff();
     let store = MongoStore::new(mongo.clone())
         .with_checkpoint_collection(&config.mongodb.checkpoint_collection)
@@ -114,6 +121,7 @@ pub(crate) async fn assemble(
         progress: Arc::new(ProjectionProgress::new(metrics.clone())),
         metrics,
         backoff,
+        snapshot_rows: Default::default(),
         _keep_alive: keep_alive,
     })
 }
@@ -146,7 +154,16 @@ pub(crate) async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
     config.validate()?;
-    let mut pipeline = build_pipeline(&config, projections).await?;
+    let (mongo, keep_alive) = connect_mongo(&config).await?;
+    let rebuilds = Rebuilds::new(&config, mongo.clone())?;
+    // Read models are versions behind a view (cqrs_mongo::layout): laid out, or migrated
+    // from a plain collection of earlier releases, before the first change.
+    for mapping in &config.projections {
+        mongo
+            .ensure_layout(mapping.database.as_deref(), &mapping.collection)
+            .await?;
+    }
+    let mut pipeline = assemble(&config, projections, mongo, keep_alive).await?;
     pipeline.progress = Arc::new(ProjectionProgress::new(metrics.clone()));
     pipeline.metrics = metrics;
     pipeline.metrics.initialize(pipeline.projections.names());
@@ -179,6 +196,12 @@ pub(crate) async fn run(
         config.dead_letter.refresh_interval(),
         tasks.clone(),
     ));
+    let rebuilding = tokio::spawn(follow_rebuilds(
+        Arc::clone(&pipeline),
+        rebuilds,
+        config.rebuild.poll_interval(),
+        tasks.clone(),
+    ));
     let http = match crate::http::serve(
         &config.http.listen,
         crate::http::HttpState {
@@ -193,12 +216,14 @@ pub(crate) async fn run(
         Err(e) => {
             tasks.cancel();
             let _ = periodic.await;
+            let _ = rebuilding.await;
             return Err(e);
         }
     };
     let result = consumer.run(Batches(Arc::clone(&pipeline))).await;
     tasks.cancel();
     let _ = periodic.await;
+    let _ = rebuilding.await;
     if let Some(http) = http {
         let _ = http.await;
     }
@@ -207,6 +232,71 @@ pub(crate) async fn run(
         Ok(()) => Ok(()),
         Err(LoopError::Kafka(e)) => Err(ServiceError::Kafka(e)),
         Err(LoopError::Handler(never)) => match never {},
+    }
+}
+
+/// Every `every`: re-reads the read models' layouts (a rebuild begun elsewhere is then
+/// written along), adds the snapshot rows counted since to the running rebuilds, takes
+/// their next steps (whoever comes first: the command, this or another instance) and
+/// exports their progress.
+async fn follow_rebuilds(
+    pipeline: Arc<Pipeline>,
+    rebuilds: Rebuilds,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut known: BTreeSet<String> = BTreeSet::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        if let Err(e) = rebuilds.refresh_layouts().await {
+            tracing::warn!(error = %e, "re-reading the read models' layouts failed");
+        }
+        let counts = pipeline.snapshot_rows.take();
+        if let Err(e) = rebuilds.add_rows(&counts).await {
+            pipeline.snapshot_rows.restore(counts);
+            tracing::warn!(error = %e, "recording rebuild progress failed");
+        }
+        let active = match rebuilds.active().await {
+            Ok(active) => active,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the running rebuilds failed");
+                continue;
+            }
+        };
+        let metrics = &pipeline.metrics;
+        let mut running = BTreeSet::new();
+        for record in active {
+            let label = ReadModelLabel {
+                read_model: record.id.clone(),
+            };
+            let record = match rebuilds.advance(&record).await {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::warn!(read_model = %record.id, error = %e, "rebuild step failed");
+                    record
+                }
+            };
+            metrics.rebuild_rows.get_or_create(&label).set(record.rows);
+            metrics
+                .rebuild_rows_estimate
+                .get_or_create(&label)
+                .set(record.estimate.unwrap_or(0));
+            metrics
+                .rebuild_active
+                .get_or_create(&label)
+                .set(i64::from(record.state.is_active()));
+            running.insert(record.id);
+        }
+        for gone in known.difference(&running) {
+            let label = ReadModelLabel {
+                read_model: gone.clone(),
+            };
+            metrics.rebuild_active.get_or_create(&label).set(0);
+        }
+        known = running;
     }
 }
 

@@ -54,7 +54,11 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
         // waiting fetch as soon as data arrives (tansu) then add that wait to every change's
         // latency: measured 129 ms p50 / 254 ms p99 produce-to-consume at 500 ms against
         // 9 / 22 ms at 25 ms. An idle consumer pays 40 small requests per second per broker.
-        .set("fetch.wait.max.ms", "25");
+        .set("fetch.wait.max.ms", "25")
+        // A subscription regex meets a table's topic only at the next metadata refresh
+        // (Debezium creates the topic with the table's first change): every 5 minutes by
+        // default, every 5 s here.
+        .set("topic.metadata.refresh.interval.ms", "5000");
     with_user_properties(&mut config, kafka);
     config
 }

@@ -47,6 +47,8 @@ pub(crate) struct Store {
     pub(crate) bulks: usize,
     /// Writes received in bulk requests.
     pub(crate) writes: usize,
+    /// `(id, version)` of every fill written, in order.
+    pub(crate) fills: Vec<(String, SourceVersion)>,
     /// Runs after the next bulk request (another instance acting meanwhile).
     pub(crate) after_bulk: Option<Hook<Store>>,
 }
@@ -55,6 +57,14 @@ impl Store {
     fn fail(&mut self) -> Result<(), StoreError> {
         if self.fail_requests > 0 {
             self.fail_requests -= 1;
+            return Err(StoreError::Unavailable("memory store is down".into()));
+        }
+        Ok(())
+    }
+
+    /// Fails like [`Store::fail`] without consuming a failure (reads during an outage).
+    fn clone_fail(&self) -> Result<(), StoreError> {
+        if self.fail_requests > 0 {
             return Err(StoreError::Unavailable("memory store is down".into()));
         }
         Ok(())
@@ -106,8 +116,14 @@ impl ReadStore for MemoryStore {
         let mut failed: HashSet<(String, String)> = HashSet::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         for w in writes {
-            let ns = namespace(w.write.target());
-            let id = w.write.id().to_string();
+            // A child is guarded by its own version: kept as a document of its own, by
+            // parent and key, in the namespace of its children (`map::floor_scope`).
+            let ns = namespace(&crate::map::floor_scope(&w.write));
+            let id = match &w.write {
+                ReadModelWrite::Child { id, key, .. } => format!("{id}/{key}"),
+                other => other.id().to_string(),
+            };
+            let child = matches!(w.write, ReadModelWrite::Child { .. });
             let doc = (ns.clone(), id.clone());
             if s.refuse.contains(&id) || failed.contains(&doc) {
                 failed.insert(doc);
@@ -120,8 +136,16 @@ impl ReadStore for MemoryStore {
                 continue;
             }
             let version = w.write.version();
-            let deleted = matches!(w.write, ReadModelWrite::Delete { .. });
+            let deleted = matches!(
+                w.write,
+                ReadModelWrite::Delete { .. }
+                    | ReadModelWrite::Child {
+                        change: cqrs_core::ChildChange::Delete,
+                        ..
+                    }
+            );
             if w.fill && !deleted {
+                s.fills.push((id.clone(), version));
                 // cqrs-mongo's fill: creates a missing document, adds to a live one
                 // (its version stays), leaves a tombstone alone.
                 let outcome = match s.docs.get(&doc) {
@@ -129,8 +153,9 @@ impl ReadStore for MemoryStore {
                         s.docs.insert(doc, (version, false));
                         ItemOutcome::Applied
                     }
-                    Some((_, false)) => ItemOutcome::Applied,
-                    Some((_, true)) => ItemOutcome::Stale,
+                    // A child fill only adds a child never seen.
+                    Some((_, false)) if !child => ItemOutcome::Applied,
+                    Some(_) => ItemOutcome::Stale,
                 };
                 outcomes.push(outcome);
                 continue;
@@ -189,6 +214,23 @@ impl ReadStore for MemoryStore {
         let before = s.docs.len();
         s.docs.retain(|(n, _), (v, _)| *n != ns || *v >= floor);
         Ok((before - s.docs.len()) as u64)
+    }
+
+    async fn live_versions(
+        &self,
+        target: &Target,
+        ids: &[bson::Bson],
+    ) -> Result<Vec<(bson::Bson, SourceVersion)>, StoreError> {
+        let s = self.state.lock().unwrap();
+        s.clone_fail()?;
+        let ns = namespace(target);
+        Ok(ids
+            .iter()
+            .filter_map(|id| match s.docs.get(&(ns.clone(), id.to_string())) {
+                Some((v, false)) => Some((id.clone(), *v)),
+                _ => None,
+            })
+            .collect())
     }
 
     async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, StoreError> {
@@ -404,6 +446,7 @@ pub(crate) fn fixture() -> Fixture {
         metrics: metrics.clone(),
         progress: Arc::new(ProjectionProgress::new(metrics.clone())),
         backoff,
+        snapshot_rows: Default::default(),
         _keep_alive: Vec::new(),
     };
     Fixture {

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use cqrs_core::backoff::Backoff;
 use cqrs_core::{SourceVersion, Target};
+use cqrs_mongo::bson::Bson;
 use cqrs_mongo::{Checkpoint, CheckpointUpdate, GuardedWrite, ItemOutcome};
 use tokio_util::sync::CancellationToken;
 
@@ -95,6 +96,14 @@ pub trait ReadStore: Send + Sync + 'static {
 
     /// Deletes the documents of `target` older than `floor`; returns how many.
     async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError>;
+
+    /// The stored versions of documents `ids` of `target`'s live version (those that exist
+    /// and are not tombstones): the versions incremental snapshot rows adopt.
+    async fn live_versions(
+        &self,
+        target: &Target,
+        ids: &[Bson],
+    ) -> Result<Vec<(Bson, SourceVersion)>, StoreError>;
 
     /// The stored checkpoints of `projection`.
     async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, StoreError>;
@@ -300,6 +309,7 @@ impl Writer {
         shutdown: &CancellationToken,
     ) -> Result<Written, Interrupted> {
         let started = Instant::now();
+        let adopted = self.fill_versions(planned, shutdown).await?;
         let mut writes: Vec<GuardedWrite> = Vec::new();
         let mut slots: Vec<Slot> = Vec::with_capacity(planned.len());
         // The floor each written collection was filtered with, and its target.
@@ -308,25 +318,30 @@ impl Writer {
         // Truncates met so far in this batch: they apply after its writes, so a snapshot
         // row that follows one must already fill at its version (or the sweep takes it).
         let mut truncated: BTreeMap<String, SourceVersion> = BTreeMap::new();
-        for p in planned {
+        for (i, p) in planned.iter().enumerate() {
             match p {
                 Planned::Write { write, .. } => {
-                    let target = write.write.target();
+                    // A child write answers to the floor of its children, not its parent's.
+                    let scope = crate::map::floor_scope(&write.write);
+                    let target = &scope;
                     let ns = self.store.namespace(target);
                     let floor = *used
                         .entry(ns.clone())
                         .or_insert_with(|| self.floors.floor(&ns));
                     let fill_floor = floor.max(truncated.get(&ns).copied());
                     targets.entry(ns).or_insert_with(|| target.clone());
-                    if let Some(f) = fill_floor
-                        && write.fill
-                        && write.write.version() < f
-                    {
-                        // A snapshot row is newer than the truncate that set the floor (it
-                        // was read after it): it fills at the floor's version.
+                    if write.fill {
+                        // A snapshot row takes the position of its document's last change
+                        // before it; it is newer than a truncate that set the floor (it was
+                        // read after it), so it fills at the floor's version at least.
+                        let version = adopted
+                            .get(&i)
+                            .copied()
+                            .max(fill_floor)
+                            .unwrap_or(write.write.version());
                         slots.push(Slot::Sent(writes.len()));
                         let mut lifted = write.clone();
-                        lifted.write = lifted.write.with_version(f);
+                        lifted.write = lifted.write.with_version(version);
                         writes.push(lifted);
                     } else if floor.is_some_and(|f| write.write.version() < f) {
                         slots.push(Slot::BelowFloor);
@@ -441,6 +456,58 @@ impl Writer {
             outcomes[i] = o;
         }
         Ok(outcomes)
+    }
+
+    /// The versions the fills of `planned` adopt, by index: the last earlier write of the
+    /// same document in the batch, else the live document's (all its earlier changes are
+    /// applied there). Fills of documents with neither keep their own (lowest) version.
+    async fn fill_versions(
+        &self,
+        planned: &[Planned],
+        shutdown: &CancellationToken,
+    ) -> Result<BTreeMap<usize, SourceVersion>, Interrupted> {
+        let mut adopted = BTreeMap::new();
+        let mut last: BTreeMap<(String, String), SourceVersion> = BTreeMap::new();
+        let mut lookups: BTreeMap<String, (Target, Vec<(usize, Bson)>)> = BTreeMap::new();
+        for (i, p) in planned.iter().enumerate() {
+            let Planned::Write { write, .. } = p else {
+                continue;
+            };
+            let target = write.write.target();
+            let ns = self.store.namespace(target);
+            let key = (ns.clone(), write.write.id().to_string());
+            if !write.fill {
+                last.insert(key, write.write.version());
+            } else if let Some(version) = last.get(&key) {
+                adopted.insert(i, *version);
+            } else {
+                lookups
+                    .entry(ns)
+                    .or_insert_with(|| (target.clone(), Vec::new()))
+                    .1
+                    .push((i, write.write.id().clone()));
+            }
+        }
+        for (target, wanted) in lookups.into_values() {
+            let ids: Vec<Bson> = wanted.iter().map(|(_, id)| id.clone()).collect();
+            let found = self
+                .retrying(
+                    shutdown,
+                    "cannot read the live versions of snapshot rows",
+                    || self.store.live_versions(&target, &ids),
+                )
+                .await?;
+            let found: BTreeMap<String, SourceVersion> = found
+                .into_iter()
+                .map(|(id, v)| (id.to_string(), v))
+                .collect();
+            for (i, id) in wanted {
+                if let Some(v) = found.get(&id.to_string()) {
+                    adopted.insert(i, *v);
+                }
+            }
+        }
+        Ok(adopted)
     }
 
     /// Records a truncate of `target` at `version`, then deletes every document older

@@ -171,6 +171,31 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
         ));
     }
     topic_name(&c.dead_letter.topic).map_err(at("dead_letter.topic"))?;
+    c.rebuild
+        .signal_table_parts()
+        .map_err(at("rebuild.signal_table"))?;
+    topic_name(&c.rebuild.notification_topic).map_err(at("rebuild.notification_topic"))?;
+    collection_name(&c.rebuild.collection).map_err(at("rebuild.collection"))?;
+    if let Some(url) = &c.rebuild.signal_database_url
+        && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+    {
+        return Err(ConfigError::key(
+            "rebuild.signal_database_url",
+            "must start with postgres:// or postgresql://",
+        ));
+    }
+    if !(100..=600_000).contains(&c.rebuild.settle_ms) {
+        return Err(ConfigError::key(
+            "rebuild.settle_ms",
+            "must be between 100 and 600000",
+        ));
+    }
+    if !(100..=600_000).contains(&c.rebuild.poll_interval_ms) {
+        return Err(ConfigError::key(
+            "rebuild.poll_interval_ms",
+            "must be between 100 and 600000",
+        ));
+    }
     if !(100..=600_000).contains(&c.dead_letter.refresh_interval_ms) {
         return Err(ConfigError::key(
             "dead_letter.refresh_interval_ms",

@@ -60,6 +60,12 @@ impl Pipeline {
             }
             Err(e) => return Ok(failed(record, Stage::Envelope, e.to_string())),
         };
+        if change.is_incremental_snapshot_read()
+            && let (Some(schema), Some(table)) = (&change.source.schema, &change.source.table)
+        {
+            self.snapshot_rows
+                .applied(&self.metrics, &format!("{schema}.{table}"), 1);
+        }
         let context = trace::upstream_of(record, change.after.as_ref());
         let fate = match self.projections.plan(&change) {
             Ok(writes) => planned_fate(planned, writes, change.source.ts_ms),

@@ -338,3 +338,29 @@ async fn incremental_snapshot_rows_fill_in_and_never_block_what_follows() {
     assert_eq!(state(5), None, "older than the floor");
     assert_eq!(report.dead_lettered, 0);
 }
+
+#[tokio::test]
+async fn a_snapshot_row_takes_the_version_of_its_documents_last_change() {
+    let f = fixture();
+    f.pipeline
+        .process(&[upsert(0, 7, 300), upsert(1, 8, 310)], &go())
+        .await
+        .unwrap();
+    // From the store for 7 (changed in an earlier batch), from the batch for 8, none for 9.
+    let batch = [
+        snapshot_read(2, 7),
+        upsert(3, 8, 320),
+        snapshot_read(4, 8),
+        snapshot_read(5, 9),
+    ];
+    f.pipeline.process(&batch, &go()).await.unwrap();
+    let fills = f.store.with(|s| s.fills.clone());
+    assert_eq!(
+        fills,
+        [
+            (doc_id(7), SourceVersion::new(300)),
+            (doc_id(8), SourceVersion::new(320)),
+            (doc_id(9), SourceVersion::ZERO),
+        ]
+    );
+}

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use cqrs_core::{SourceVersion, Target};
+use cqrs_mongo::bson::Bson;
 use cqrs_mongo::{
     BulkWriter, Checkpoint, CheckpointStore, CheckpointUpdate, GuardedWrite, ItemOutcome,
     MongoClient,
@@ -106,6 +107,14 @@ impl ReadStore for MongoStore {
 
     async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError> {
         Ok(self.floors.sweep(target, floor).await?)
+    }
+
+    async fn live_versions(
+        &self,
+        target: &Target,
+        ids: &[Bson],
+    ) -> Result<Vec<(Bson, SourceVersion)>, StoreError> {
+        Ok(self.bulk.live_versions(target, ids).await?)
     }
 
     async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, StoreError> {
