@@ -46,6 +46,9 @@ pub enum ServiceError {
     #[cfg(feature = "vault")]
     #[error("vault: {0}")]
     Vault(String),
+    /// Rebuilds could not be set up (`[rebuild]`), or a rebuild step failed.
+    #[error("{0}")]
+    Rebuild(#[from] crate::rebuild::RebuildError),
     /// The HTTP endpoint could not bind.
     #[error("http endpoint {listen}: {source}")]
     Http {
