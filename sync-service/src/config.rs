@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod embed;
 mod env;
+mod rebuild;
 mod validate;
 #[cfg(feature = "vault")]
 pub mod vault;
 
+pub use embed::EmbedMapping;
+pub use rebuild::RebuildConfig;
 pub use validate::validate_identifier;
 
 /// A configuration problem, naming the key it is about.
@@ -339,6 +343,10 @@ pub struct TableMapping {
     /// Column renames: `column = "field"`.
     #[serde(default)]
     pub rename: BTreeMap<String, String>,
+    /// The table is a child table: its rows go into their parent's document in
+    /// `collection` (see [`EmbedMapping`]).
+    #[serde(default)]
+    pub embed: Option<EmbedMapping>,
 }
 
 impl TableMapping {

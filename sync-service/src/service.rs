@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
 use crate::envelope::Change;
-use crate::map::{MongoWrite, Projections, TableProjection};
+use crate::map::{ChildTableProjection, MongoWrite, Projections, TableProjection};
 use crate::metrics::Metrics;
 
 /// Why the service could not start or stopped with an error.
@@ -83,7 +83,12 @@ impl SyncService {
     pub fn new(config: SyncConfig) -> Self {
         let mut projections = Projections::default();
         for mapping in &config.projections {
-            projections.add_table(TableProjection::new(mapping, &config.mongodb.database));
+            match ChildTableProjection::new(mapping, &config.mongodb.database) {
+                Some(children) => projections.add_children(children),
+                None => {
+                    projections.add_table(TableProjection::new(mapping, &config.mongodb.database))
+                }
+            }
         }
         SyncService {
             config,

@@ -30,7 +30,7 @@ use std::sync::{Arc, RwLock};
 
 use bson::{Document, doc};
 use cqrs_core::{SourceVersion, Target};
-use cqrs_mongo::MongoClient;
+use cqrs_mongo::{MongoClient, VersionFields};
 use futures::TryStreamExt;
 
 use crate::write::StoreError;
@@ -209,7 +209,9 @@ impl MongoFloors {
         Ok(before.as_ref().and_then(parse).map(|(_, v)| v) < Some(version))
     }
 
-    /// Deletes the documents of `target` older than `floor`.
+    /// Removes what is older than `floor` from `target`: documents older than it (those
+    /// holding children are hidden and keep them), or, for the children scope of a child
+    /// table (`map::children_scope`), the children older than it (parents stay).
     ///
     /// ```no_run
     /// # async fn demo(floors: sync_service::truncate::MongoFloors) -> Result<(), Box<dyn std::error::Error>> {
@@ -217,39 +219,25 @@ impl MongoFloors {
     /// # Ok(()) }
     /// ```
     pub async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError> {
-        let position = i64::try_from(floor.position).unwrap_or(i64::MAX);
-        let older = if floor.index == 0 {
-            doc! { "_version": { "$not": { "$gte": position } } }
-        } else {
-            doc! { "$nor": [
-                { "_version": { "$gt": position } },
-                { "_version": position, "_version_index": { "$gte": i64::from(floor.index) } },
-            ] }
+        let fields = VersionFields::new("_version");
+        // The read model is a view over versioned collections (cqrs_mongo::layout): cqrs-mongo
+        // sweeps the physical ones a write goes to (the live version and one being rebuilt).
+        let (swept, what) = match crate::map::split_children_scope(target) {
+            Some((parents, field)) => (
+                self.mongo
+                    .sweep_children(&parents, &field, floor, &fields)
+                    .await?,
+                "documents lost the children older than the child table's truncate",
+            ),
+            None => (
+                self.mongo.sweep_older(target, floor, &fields).await?,
+                "documents older than the table's truncate removed",
+            ),
         };
-        // The read model is a view over versioned collections (cqrs_mongo::layout): delete
-        // in the physical ones a write goes to (the live version and one being rebuilt).
-        let layout = self
-            .mongo
-            .layout(target.database.as_deref(), &target.collection)
-            .await?;
-        let database = self.mongo.database(Some(&layout.database));
-        let mut deleted = 0;
-        for collection in layout.write_targets() {
-            deleted += database
-                .collection::<Document>(collection)
-                .delete_many(older.clone())
-                .await?
-                .deleted_count;
+        if swept > 0 {
+            tracing::info!(collection = %target.collection, floor = %floor, swept, "{what}");
         }
-        if deleted > 0 {
-            tracing::info!(
-                collection = %target.collection,
-                floor = %floor,
-                deleted,
-                "documents older than the table's truncate deleted"
-            );
-        }
-        Ok(deleted)
+        Ok(swept)
     }
 }
 

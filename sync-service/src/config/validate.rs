@@ -242,6 +242,7 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
                 format!("{both:?} is also included"),
             ));
         }
+        super::embed::check(p, i, field_name)?;
         if !names.insert(p.name().to_owned()) {
             return Err(ConfigError::key(
                 key("name"),

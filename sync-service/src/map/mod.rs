@@ -3,7 +3,9 @@
 //! Three kinds of projections feed MongoDB, all run through `cqrs-projection`'s erased
 //! [`ChangeProjection`] / [`OutboxHandler`]:
 //! - declarative [`TableProjection`]s from the `[[projection]]` sections of the config
-//!   (table -> database/collection, `_id` from the key fields, include / exclude / rename);
+//!   (table -> database/collection, `_id` from the key fields, include / exclude / rename),
+//!   and [`ChildTableProjection`]s for those with an `embed` (the rows of a child table
+//!   inside their parent's document);
 //! - typed projections (`cqrs_projection::StateProjection`, `EventProjection`,
 //!   `OutboxProjection`): a service's own aggregates and events in, typed writes out;
 //! - raw Rust projections: anything implementing [`cqrs_core::Projection`] with
@@ -12,6 +14,7 @@
 //! [`Projections`] routes each change to the projections of its table, each outbox event to
 //! those of its topic.
 
+mod children;
 mod table;
 
 use std::collections::HashMap;
@@ -22,6 +25,10 @@ use cqrs_core::{Projection, SourceVersion, Target};
 use cqrs_mongo::GuardedWrite;
 use cqrs_projection::{ChangeProjection, OutboxHandler, ProjectionError};
 
+pub use children::{
+    CHILDREN_SCOPE_SEPARATOR, ChildTableProjection, children_scope, floor_scope,
+    split_children_scope,
+};
 pub use table::TableProjection;
 
 use crate::envelope::{Change, Op};
@@ -55,6 +62,26 @@ pub enum MapError {
         projection: String,
         /// Operation code.
         op: &'static str,
+    },
+    /// An update of a child table whose rows may move between parents came without the
+    /// old row: the table needs `REPLICA IDENTITY FULL` (or a primary key holding the
+    /// parent's columns).
+    #[error(
+        "update of child table {table} without its old row: a child may have moved to \
+         another parent; ALTER TABLE {table} REPLICA IDENTITY FULL (or make the parent \
+         columns part of its primary key)"
+    )]
+    NeedsBeforeImage {
+        /// Projection.
+        projection: String,
+        /// The child table.
+        table: String,
+    },
+    /// A child row has no key within its parent: configure `embed.key`.
+    #[error("the child's key within its parent is empty: configure embed.key")]
+    NoChildKey {
+        /// Projection.
+        projection: String,
     },
     /// A Rust projection refused the change (or its row did not fit the projection's
     /// types).
@@ -139,6 +166,13 @@ impl Projections {
     pub fn add_table(&mut self, projection: TableProjection) {
         let target = projection.target().clone();
         self.insert(Arc::new(projection), Some(target));
+    }
+
+    /// Adds a declarative child projection: its truncates remove the children of its
+    /// field, never the parents.
+    pub fn add_children(&mut self, projection: ChildTableProjection) {
+        let scope = projection.truncate_scope();
+        self.insert(Arc::new(projection), Some(scope));
     }
 
     /// Adds a raw Rust projection fed by `tables` (`schema.table` each).
