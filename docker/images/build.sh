@@ -12,6 +12,8 @@
 #   prometheus      Debian's Prometheus
 #   sync-service    docker/sync-service/Dockerfile (the file users build) with a binary built
 #                   on this host (BINARY_FROM=prebuilt) and RUNTIME_IMAGE=<debian above>
+#   ryuk            the Ryuk stand-in of tools/ryuk (cqrs-testcontainers' reaper); only with
+#                   --only
 #
 # The tools are the ones the local stack installs (docker/local/*.sh), copied in, not
 # downloaded again; a missing one is installed through the same functions.
@@ -21,14 +23,18 @@
 # a second run builds nothing. Prints the tags on stdout as CQRS_IMAGE_<NAME>=<tag> lines
 # (docker/compose.sh exports them for the override file); progress goes to stderr.
 #
-# Usage: docker/images/build.sh [--tags-only] [--without-sync-service]
+# Usage: docker/images/build.sh [--tags-only] [--without-sync-service] [--only "NAME ..."]
 #   --tags-only             print the tags the current inputs give, build nothing (the
 #                           artifacts must exist)
 #   --without-sync-service  leave the sync-service image out (no binary needed)
+#   --only "NAME ..."       these images only (names above, space or comma separated; the
+#                           base is always built), e.g. the ones cqrs-testcontainers asks for
 # Environment:
 #   CQRS_SYNC_SERVICE_BIN   the sync-service binary to put in its image (default
 #                           target/debug/sync-service; built with `cargo build -p sync-service`
 #                           when missing)
+#   CQRS_RYUK_BIN           the Ryuk stand-in binary (default target/debug/ryuk-standin; built
+#                           with `cargo build -p ryuk-standin` when missing)
 #   CQRS_DEBIAN_MIRROR      the Debian archive (default: the one this machine's apt uses)
 #   CQRS_IMAGES_JOBS        images built at once after the base (default 4)
 set -euo pipefail
@@ -54,12 +60,16 @@ die() { printf '[images] ERROR: %s\n' "$*" >&2; exit 1; }
 
 TAGS_ONLY=0
 WITH_SYNC_SERVICE=1
-for arg in "$@"; do
-  case "$arg" in
+ONLY=""
+usage() { echo "usage: $0 [--tags-only] [--without-sync-service] [--only \"NAME ...\"]" >&2; exit 2; }
+while (($#)); do
+  case "$1" in
     --tags-only) TAGS_ONLY=1 ;;
     --without-sync-service) WITH_SYNC_SERVICE=0 ;;
-    *) echo "usage: $0 [--tags-only] [--without-sync-service]" >&2; exit 2 ;;
+    --only) (($# > 1)) || usage; ONLY=${2//,/ }; shift ;;
+    *) usage ;;
   esac
+  shift
 done
 
 WORK="$TOOLS_DIR/images"
@@ -76,6 +86,7 @@ BASE_INCLUDE="ca-certificates,curl,wget,gosu"
 # Bump when the recipe of the base changes in a way its inputs below do not show.
 BASE_RECIPE=2
 SYNC_BIN="${CQRS_SYNC_SERVICE_BIN:-$REPO_DIR/target/debug/sync-service}"
+RYUK_BIN="${CQRS_RYUK_BIN:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/debug/ryuk-standin}"
 JOBS="${CQRS_IMAGES_JOBS:-4}"
 PROMETHEUS_BIN=""
 
@@ -114,7 +125,12 @@ ensure_artifacts() {
   [[ -x $REGISTRY_BIN ]] || { ensure_dirs; registry_install; }
   [[ -x $REGISTRY_BIN ]] || die "no Schema Registry stand-in binary at $REGISTRY_BIN"
   PROMETHEUS_BIN=$("$REPO_DIR/scripts/ensure-prometheus.sh")
-  if ((WITH_SYNC_SERVICE)) && [[ ! -x $SYNC_BIN ]]; then
+  if wanted ryuk && [[ ! -x $RYUK_BIN ]]; then
+    [[ -z ${CQRS_RYUK_BIN:-} ]] || die "CQRS_RYUK_BIN=$RYUK_BIN is not an executable file"
+    log "building the Ryuk stand-in (cargo build -p ryuk-standin)"
+    (cd "$REPO_DIR" && "${CARGO:-cargo}" build -p ryuk-standin) >&2 || die "cargo build -p ryuk-standin failed"
+  fi
+  if wanted sync-service && [[ ! -x $SYNC_BIN ]]; then
     [[ -z ${CQRS_SYNC_SERVICE_BIN:-} ]] || die "CQRS_SYNC_SERVICE_BIN=$SYNC_BIN is not an executable file"
     log "building the sync-service binary (cargo build -p sync-service)"
     (cd "$REPO_DIR" && "${CARGO:-cargo}" build -p sync-service) >&2 || die "cargo build -p sync-service failed"
@@ -149,6 +165,7 @@ artifacts_of() {
     mongodb) echo "$SECANTUS_BIN secantusd-rs" ;;
     vault) echo "$BAO_BIN bao" ;;
     prometheus) echo "$PROMETHEUS_BIN prometheus" ;;
+    ryuk) echo "$RYUK_BIN ryuk-standin" ;;
     sync-service)
       echo "$REPO_DIR/docker/sync-service/Dockerfile Dockerfile"
       echo "$REPO_DIR/docker/sync-service/Dockerfile.dockerignore Dockerfile.dockerignore"
@@ -159,7 +176,7 @@ artifacts_of() {
 
 # Binaries whose debug information is stripped in the context (the debug builds of the
 # workspace carry hundreds of MB of it); the hash is taken of the original.
-strip_in_context() { [[ $1 == sync-service || $1 == schema-registry ]]; }
+strip_in_context() { [[ $1 == sync-service || $1 == schema-registry || $1 == ryuk ]]; }
 
 recipe_dir() { [[ $1 == sync-service ]] && return 0; printf '%s/%s' "$IMAGES_DIR" "$1"; }
 
@@ -312,9 +329,21 @@ prune_old() {
 }
 
 COMPONENTS=(postgres kafka schema-registry kafka-connect mongodb vault prometheus)
+KNOWN=" ${COMPONENTS[*]} sync-service ryuk "
+
+# wanted NAME: NAME is among the images of this run
+wanted() { [[ " ${COMPONENTS[*]} " == *" $1 "* ]]; }
 
 main() {
   ((WITH_SYNC_SERVICE == 0)) || COMPONENTS+=(sync-service)
+  if [[ -n $ONLY ]]; then
+    local n
+    COMPONENTS=()
+    for n in $ONLY; do
+      [[ $KNOWN == *" $n "* ]] || die "--only: unknown image '$n' (known:$KNOWN)"
+      COMPONENTS+=("$n")
+    done
+  fi
   local t0=$SECONDS name tag pending=() failed=() pids=() i built=0
   if ((TAGS_ONLY == 0)); then
     "$REPO_DIR/scripts/ensure-docker.sh"

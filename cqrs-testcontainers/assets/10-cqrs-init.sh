@@ -1,0 +1,1 @@
+../../docker/postgres/initdb/10-cqrs-init.sh

@@ -1,0 +1,1 @@
+../../docker/vault/bootstrap.sh

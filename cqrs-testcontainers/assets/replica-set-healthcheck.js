@@ -1,0 +1,1 @@
+../../docker/mongodb/replica-set-healthcheck.js
