@@ -527,3 +527,32 @@ async fn truncates_sweep_parents_and_children_by_their_own_versions() {
     assert!(!pending.contains_key("_version"));
     assert_eq!(lines(&pending), qty(&[(2, 5)]));
 }
+
+#[tokio::test]
+async fn live_child_versions_are_the_childrens_own() {
+    let db = TestDb::new().await;
+    let w = db.mongo.bulk_writer();
+    w.apply(parent(1, 500, "a")).await.unwrap();
+    w.apply(line(1, 1, 300, 1)).await.unwrap();
+    w.apply(line(1, 2, 310, 1)).await.unwrap();
+    w.apply(line_delete(1, 2, 320)).await.unwrap();
+    w.apply(line(2, 1, 330, 1)).await.unwrap(); // a hidden parent: the child counts
+    let wanted = [
+        (Bson::Int32(1), "1".to_owned()),
+        (Bson::Int32(1), "2".to_owned()),
+        (Bson::Int32(1), "9".to_owned()),
+        (Bson::Int32(2), "1".to_owned()),
+        (Bson::Int32(3), "1".to_owned()),
+    ];
+    let found = w
+        .live_child_versions(&Target::collection(ORDERS), "lines", &wanted)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![
+            (Bson::Int32(1), "1".to_owned(), SourceVersion::new(300)),
+            (Bson::Int32(2), "1".to_owned(), SourceVersion::new(330)),
+        ]
+    );
+}

@@ -226,7 +226,15 @@ impl ReadStore for MemoryStore {
         let ns = namespace(target);
         Ok(ids
             .iter()
-            .filter_map(|id| match s.docs.get(&(ns.clone(), id.to_string())) {
+            .map(|id| {
+                // A child's own version, kept by parent and key (see `bulk`).
+                let key = match crate::map::split_versioned_id(id) {
+                    Some((parent, key)) => format!("{parent}/{key}"),
+                    None => id.to_string(),
+                };
+                (id, key)
+            })
+            .filter_map(|(id, key)| match s.docs.get(&(ns.clone(), key)) {
                 Some((v, false)) => Some((id.clone(), *v)),
                 _ => None,
             })

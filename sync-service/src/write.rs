@@ -98,7 +98,9 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn sweep(&self, target: &Target, floor: SourceVersion) -> Result<u64, StoreError>;
 
     /// The stored versions of documents `ids` of `target`'s live version (those that exist
-    /// and are not tombstones): the versions incremental snapshot rows adopt.
+    /// and are not tombstones): the versions incremental snapshot rows adopt. For the
+    /// children scope of a child table (`map::children_scope`) the ids are those of
+    /// `map::versioned_id` and the versions the children's own (live, not deleted).
     async fn live_versions(
         &self,
         target: &Target,
@@ -473,9 +475,12 @@ impl Writer {
             let Planned::Write { write, .. } = p else {
                 continue;
             };
-            let target = write.write.target();
-            let ns = self.store.namespace(target);
-            let key = (ns.clone(), write.write.id().to_string());
+            // A child's version is its own: a child fill adopts the child's, never its
+            // parent's (see `map::children`).
+            let target = crate::map::floor_scope(&write.write);
+            let ns = self.store.namespace(&target);
+            let id = crate::map::versioned_id(&write.write);
+            let key = (ns.clone(), id.to_string());
             if !write.fill {
                 last.insert(key, write.write.version());
             } else if let Some(version) = last.get(&key) {
@@ -485,7 +490,7 @@ impl Writer {
                     .entry(ns)
                     .or_insert_with(|| (target.clone(), Vec::new()))
                     .1
-                    .push((i, write.write.id().clone()));
+                    .push((i, id));
             }
         }
         for (target, wanted) in lookups.into_values() {

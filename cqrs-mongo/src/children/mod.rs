@@ -49,6 +49,7 @@
 //! the parent table hides the parents older than it and keeps their children
 //! ([`MongoClient::sweep_older`](crate::MongoClient::sweep_older)).
 
+mod live;
 mod read;
 mod sweep;
 mod write;

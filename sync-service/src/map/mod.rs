@@ -27,7 +27,7 @@ use cqrs_projection::{ChangeProjection, OutboxHandler, ProjectionError};
 
 pub use children::{
     CHILDREN_SCOPE_SEPARATOR, ChildTableProjection, children_scope, floor_scope,
-    split_children_scope,
+    split_children_scope, split_versioned_id, versioned_child_id, versioned_id,
 };
 pub use table::TableProjection;
 

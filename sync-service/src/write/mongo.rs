@@ -114,7 +114,21 @@ impl ReadStore for MongoStore {
         target: &Target,
         ids: &[Bson],
     ) -> Result<Vec<(Bson, SourceVersion)>, StoreError> {
-        Ok(self.bulk.live_versions(target, ids).await?)
+        let Some((parents, field)) = crate::map::split_children_scope(target) else {
+            return Ok(self.bulk.live_versions(target, ids).await?);
+        };
+        let children: Vec<(Bson, String)> = ids
+            .iter()
+            .filter_map(crate::map::split_versioned_id)
+            .collect();
+        let found = self
+            .bulk
+            .live_child_versions(&parents, &field, &children)
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|(id, key, version)| (crate::map::versioned_child_id(id, key), version))
+            .collect())
     }
 
     async fn checkpoints(&self, projection: &str) -> Result<Vec<Checkpoint>, StoreError> {

@@ -78,6 +78,41 @@ pub fn floor_scope(write: &MongoWrite) -> Target {
     }
 }
 
+/// The id a write's own version is kept under: the document's id, or for a child write
+/// `{_id: <parent id>, key: <child key>}` (its version is the child's, not the parent's).
+///
+/// ```
+/// use cqrs_core::{ChildChange, ReadModelWrite, SourceVersion, Target};
+/// use sync_service::map::{split_versioned_id, versioned_id};
+///
+/// let w: cqrs_mongo::MongoWrite = ReadModelWrite::Child {
+///     target: Target::collection("orders"), id: 7.into(), field: "lines".into(),
+///     key: "3".into(), version: SourceVersion::new(1), change: ChildChange::Delete,
+/// };
+/// let id = versioned_id(&w);
+/// assert_eq!(split_versioned_id(&id), Some((7.into(), "3".to_owned())));
+/// ```
+pub fn versioned_id(write: &MongoWrite) -> Bson {
+    match write {
+        ReadModelWrite::Child { id, key, .. } => versioned_child_id(id.clone(), key.clone()),
+        other => other.id().clone(),
+    }
+}
+
+/// The [`versioned_id`] of child `key` of parent `id`.
+pub fn versioned_child_id(id: Bson, key: String) -> Bson {
+    Bson::Document(bson::doc! { "_id": id, "key": key })
+}
+
+/// The parent id and child key of an id made by [`versioned_id`] for a child write.
+pub fn split_versioned_id(id: &Bson) -> Option<(Bson, String)> {
+    let d = id.as_document()?;
+    if d.len() != 2 {
+        return None;
+    }
+    Some((d.get("_id")?.clone(), d.get_str("key").ok()?.to_owned()))
+}
+
 /// One child table into its parents' documents.
 ///
 /// ```

@@ -206,3 +206,49 @@ async fn an_update_that_may_move_a_child_needs_its_old_row() {
         assert_eq!(l.letter(&format!("{ITEMS_TOPIC}/0/2")).0, Stage::HeldBack);
     });
 }
+
+/// Line `line` of order `order` read by an incremental snapshot (a rebuild): no LSN.
+fn line_snapshot(offset: i64, order: i32, line: i32) -> Record {
+    let value = format!(
+        r#"{{"op":"r","before":null,"after":{{"order_id":{order},"line_no":{line},"qty":1}},
+        "source":{{"connector":"postgresql","name":"cqrs","db":"cqrs","schema":"app",
+        "table":"order_lines","lsn":null,"txId":null,"ts_ms":1700000000000,
+        "snapshot":"incremental"}},"ts_ms":1700000000001}}"#
+    );
+    Record::new(LINES_TOPIC, 0, offset)
+        .with_key(format!(r#"{{"order_id":{order},"line_no":{line}}}"#).into_bytes())
+        .with_value(value.into_bytes())
+}
+
+#[tokio::test]
+async fn a_snapshot_row_of_a_child_adopts_the_childs_live_version_not_its_parents() {
+    let f = with_children();
+    let stop = CancellationToken::new();
+    let batch = [upsert(0, 1, 500), line(0, "c", 1, 1, 300)];
+    f.pipeline.process(&batch, &stop).await.unwrap();
+    // From the live store (another batch), and from an earlier write of the same batch.
+    let batch = [
+        line_snapshot(1, 1, 1),
+        line(2, "c", 1, 2, 320),
+        line_snapshot(3, 1, 2),
+        line_snapshot(4, 1, 3),
+    ];
+    let report = f.pipeline.process(&batch, &stop).await.unwrap();
+    assert_eq!(report.dead_lettered, 0);
+    let fills = f.store.with(|s| s.fills.clone());
+    let id = |line: i32| format!("{}/{line}", doc_id(1));
+    assert_eq!(
+        fills,
+        vec![
+            (id(1), SourceVersion::new(300)),
+            (id(2), SourceVersion::new(320)),
+            (id(3), SourceVersion::ZERO),
+        ]
+    );
+    // A fill of a child already there changes nothing (it only adds children never seen).
+    assert_eq!(
+        child(&f, LINES, 1, "1"),
+        Some((SourceVersion::new(300), false))
+    );
+    assert_eq!(child(&f, LINES, 1, "3"), Some((SourceVersion::ZERO, false)));
+}
