@@ -180,6 +180,12 @@ impl MongoClient {
     pub async fn ensure_layout(&self, database: Option<&str>, name: &str) -> Result<Layout> {
         let db_name = database.map_or_else(|| self.default_database_name(), str::to_owned);
         if let Some(layout) = self.read_layout(&db_name, name).await? {
+            // The retention may have been configured otherwise since the versions were made.
+            let db = self.database(Some(&db_name));
+            for physical in layout.write_targets() {
+                self.ensure_retention(&db, physical, self.tombstone_retention())
+                    .await?;
+            }
             self.cache_layout(layout.clone());
             return Ok(layout);
         }

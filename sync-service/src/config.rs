@@ -172,6 +172,18 @@ pub struct MongoConfig {
     /// Collection of the truncate floors (see [`truncate`](crate::truncate)).
     #[serde(default = "default_truncates")]
     pub truncate_collection: String,
+    /// How long a deleted row's tombstone is kept, in seconds (7 days by default). Keep it
+    /// longer than a change can be replayed (the topics' retention, a group reset), or a
+    /// replayed change older than a purged tombstone brings its row back.
+    #[serde(default = "default_tombstone_retention_secs")]
+    pub tombstone_retention_secs: u64,
+}
+
+impl MongoConfig {
+    /// `tombstone_retention_secs` as a duration.
+    pub fn tombstone_retention(&self) -> Duration {
+        Duration::from_secs(self.tombstone_retention_secs)
+    }
 }
 
 /// `[batch]`: a batch is written when it holds `max_size` messages or its first message
@@ -544,6 +556,10 @@ fn default_revoke_flush_timeout_ms() -> u64 {
 }
 fn default_truncates() -> String {
     "_sync_truncates".into()
+}
+
+fn default_tombstone_retention_secs() -> u64 {
+    cqrs_mongo::layout::DEFAULT_TOMBSTONE_RETENTION.as_secs()
 }
 
 fn default_checkpoints() -> String {

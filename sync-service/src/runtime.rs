@@ -34,8 +34,9 @@ pub(crate) type KeepAlive = Vec<Box<dyn std::any::Any + Send + Sync>>;
 pub(crate) async fn connect_mongo(
     config: &SyncConfig,
 ) -> Result<(MongoClient, KeepAlive), ServiceError> {
-    let base =
-        MongoConfig::new(&config.mongodb.uri).with_default_database(&config.mongodb.database);
+    let base = MongoConfig::new(&config.mongodb.uri)
+        .with_default_database(&config.mongodb.database)
+        .with_tombstone_retention(config.mongodb.tombstone_retention());
     #[allow(unused_mut)]
     let mut keep_alive: KeepAlive = Vec::new();
     #[cfg(feature = "vault")]

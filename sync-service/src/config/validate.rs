@@ -146,6 +146,12 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
     collection_name(&c.mongodb.dead_letter_collection)
         .map_err(at("mongodb.dead_letter_collection"))?;
     collection_name(&c.mongodb.truncate_collection).map_err(at("mongodb.truncate_collection"))?;
+    if c.mongodb.tombstone_retention_secs == 0 {
+        return Err(ConfigError::key(
+            "mongodb.tombstone_retention_secs",
+            "must be positive",
+        ));
+    }
     if !(1..=100_000).contains(&c.batch.max_size) {
         return Err(ConfigError::key(
             "batch.max_size",
