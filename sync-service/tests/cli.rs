@@ -268,3 +268,40 @@ fn the_readme_cli_commands_run_as_written() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 pending"));
 }
+
+#[test]
+fn rebuild_names_what_it_cannot_rebuild_and_reports_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let group = format!("rebuild-{}", std::process::id());
+    let path = write_config(&dir, &config_text("", &group));
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("rebuild")
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Not a collection of the mappings: the plan names the fix.
+    let (ok, _, err) = run(&["nope"]);
+    assert!(!ok);
+    assert!(err.contains("no [[projection]] writes read model \"nope\""), "{err}");
+    // A known read model, but no signal connection configured: refused before anything.
+    let (ok, _, err) = run(&["orders"]);
+    assert!(!ok);
+    assert!(err.contains("rebuild.signal_database_url is not set"), "{err}");
+    // Never rebuilt: --status says so.
+    let (ok, _, err) = run(&["orders", "--status"]);
+    assert!(!ok);
+    assert!(err.contains("orders was never rebuilt"), "{err}");
+    // Options that contradict each other are refused by the parser.
+    let (ok, _, err) = run(&["orders", "--cancel", "--detach"]);
+    assert!(!ok);
+    assert!(err.contains("cannot be used with"), "{err}");
+}
