@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 mod change;
+mod children;
 mod error;
 mod event;
 mod outbox;
@@ -10,6 +11,7 @@ mod state;
 mod write;
 
 pub use change::{Change, Op, Snapshot, Source, TransactionInfo};
+pub use children::{ChildProjection, children};
 pub use error::ProjectionError;
 pub use event::{EVENTS_TABLE, EventChange};
 pub use outbox::OutboxChange;

@@ -1,8 +1,9 @@
 //! Typed writes: what a projection asks of a read model `M`.
 
 use bson::{Bson, Document};
-use cqrs_core::{ConsistencyToken, ReadModel, ReadModelWrite, SourceVersion, Target};
+use cqrs_core::{ChildChange, ConsistencyToken, ReadModel, ReadModelWrite, SourceVersion, Target};
 use cqrs_mongo::{GuardedWrite, MongoReadModel, Patch};
+use serde::Serialize;
 
 use crate::error::ProjectionError;
 
@@ -49,6 +50,19 @@ pub enum Write<M: MongoReadModel> {
     },
     /// Delete the document (a tombstone keeps older changes from bringing it back).
     Delete(M::Id),
+    /// Write one child embedded in document `id`: element `key` of the map of children
+    /// `field`, guarded by the child's own version (see [`cqrs_mongo::children`]). Made by
+    /// [`Write::child`], [`Write::patch_child`] and [`Write::delete_child`].
+    Child {
+        /// The parent document.
+        id: M::Id,
+        /// The map of children (`lines`).
+        field: String,
+        /// The child's key (`cqrs_mongo::children::child_key` makes one from values).
+        key: String,
+        /// What happens to the child (its fields as BSON).
+        change: ChildChange<Document>,
+    },
 }
 
 impl<M: MongoReadModel> Write<M> {
@@ -77,6 +91,75 @@ impl<M: MongoReadModel> Write<M> {
     /// Delete document `id`.
     pub fn delete(id: impl Into<M::Id>) -> Self {
         Write::Delete(id.into())
+    }
+
+    /// Insert or replace child `key` of the map `field` of document `id` with `child`.
+    /// The model reads the map with
+    /// [`deserialize_vec`](cqrs_mongo::children::deserialize_vec) (or as a map) and never
+    /// writes it itself (`skip_serializing`).
+    ///
+    /// ```
+    /// use cqrs_projection::Write;
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// # struct Order { #[serde(rename = "_id")] id: String }
+    /// # impl cqrs_core::ReadModel for Order { type Id = String; const COLLECTION: &'static str = "orders"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Order {}
+    /// #[derive(serde::Serialize)]
+    /// struct Line { sku: String, qty: u32 }
+    ///
+    /// let w = Write::<Order>::child("o-1", "lines", "1", &Line { sku: "w".into(), qty: 2 }).unwrap();
+    /// assert!(matches!(w, Write::Child { .. }));
+    /// ```
+    pub fn child(
+        id: impl Into<M::Id>,
+        field: impl Into<String>,
+        key: impl Into<String>,
+        child: &impl Serialize,
+    ) -> Result<Self, ProjectionError> {
+        let document = bson::to_document(child).map_err(|e| encode::<M>(e.to_string()))?;
+        Ok(Write::Child {
+            id: id.into(),
+            field: field.into(),
+            key: key.into(),
+            change: ChildChange::Replace(document),
+        })
+    }
+
+    /// Set some fields of child `key` of the map `field` of document `id` (creating it if
+    /// needed). A patch that removes fields is refused when the write is made.
+    pub fn patch_child(
+        id: impl Into<M::Id>,
+        field: impl Into<String>,
+        key: impl Into<String>,
+        patch: Patch,
+    ) -> Result<Self, ProjectionError> {
+        let (set, unset) = parts::<M>(patch)?;
+        if !unset.is_empty() {
+            return Err(encode::<M>(format!(
+                "a child patch cannot remove fields ({unset:?}): replace the child instead"
+            )));
+        }
+        Ok(Write::Child {
+            id: id.into(),
+            field: field.into(),
+            key: key.into(),
+            change: ChildChange::Patch(set),
+        })
+    }
+
+    /// Remove child `key` of the map `field` of document `id` (its version stays, so an
+    /// older change of it cannot bring it back).
+    pub fn delete_child(
+        id: impl Into<M::Id>,
+        field: impl Into<String>,
+        key: impl Into<String>,
+    ) -> Self {
+        Write::Child {
+            id: id.into(),
+            field: field.into(),
+            key: key.into(),
+            change: ChildChange::Delete,
+        }
     }
 
     /// The untyped guarded write at `version`, reflecting `origin`.
@@ -139,6 +222,19 @@ impl<M: MongoReadModel> Write<M> {
                 target,
                 id: id_bson::<M>(&id)?,
                 version,
+            },
+            Write::Child {
+                id,
+                field,
+                key,
+                change,
+            } => ReadModelWrite::Child {
+                target,
+                id: id_bson::<M>(&id)?,
+                field,
+                key,
+                version,
+                change,
             },
         };
         Ok(GuardedWrite {

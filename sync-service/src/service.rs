@@ -1,9 +1,11 @@
 //! The service: its configuration and projections, run by [`runtime`](crate::runtime)
 //! (the consumer loop, periodic tasks, HTTP endpoints, graceful shutdown).
 
-use cqrs_core::Aggregate;
-use cqrs_core::Projection;
-use cqrs_projection::{EventProjection, OutboxProjection, StateProjection, StateView};
+use cqrs_core::{Aggregate, Projection, ReadModel, Target};
+use cqrs_mongo::MongoReadModel;
+use cqrs_projection::{
+    ChildProjection, EventProjection, OutboxProjection, StateProjection, StateView,
+};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncConfig;
@@ -174,6 +176,50 @@ impl SyncService {
     pub fn with_outbox_projection<P: OutboxProjection>(mut self, projection: P) -> Self {
         self.projections
             .add_outbox(cqrs_projection::outbox(projection));
+        self
+    }
+
+    /// Adds a projection of child table `table` (`schema.table`) whose rows live inside
+    /// their parent's document (an order's lines inside the order), each guarded by its own
+    /// version: see [`ChildProjection`] and the README's "Child rows". A truncate of the
+    /// table removes the children, never the parents.
+    ///
+    /// ```no_run
+    /// # use cqrs_projection::{ChildProjection, ProjectionError};
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)] struct Order { #[serde(rename = "_id")] id: String }
+    /// # impl cqrs_core::ReadModel for Order { type Id = String; const COLLECTION: &'static str = "orders"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Order {}
+    /// # #[derive(serde::Deserialize)] struct Row { order_id: String, line_no: i32, qty: i32 }
+    /// # #[derive(serde::Serialize)] struct Line { qty: i32 }
+    /// # struct OrderLines;
+    /// # impl ChildProjection for OrderLines {
+    /// #     type Model = Order; type Row = Row; type Child = Line;
+    /// #     fn name(&self) -> &str { "orders.lines" }
+    /// #     fn field(&self) -> &str { "lines" }
+    /// #     fn parent(&self, r: &Row) -> Option<String> { Some(r.order_id.clone()) }
+    /// #     fn key(&self, r: &Row) -> String { r.line_no.to_string() }
+    /// #     fn child(&self, r: &Row) -> Result<Line, ProjectionError> { Ok(Line { qty: r.qty }) }
+    /// # }
+    /// # async fn demo(config: sync_service::config::SyncConfig) -> Result<(), Box<dyn std::error::Error>> {
+    /// use sync_service::SyncService;
+    /// let stop = tokio_util::sync::CancellationToken::new();
+    /// SyncService::new(config)
+    ///     .with_child_projection("shop.order_lines", OrderLines)
+    ///     .run(stop)
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_child_projection<P: ChildProjection>(mut self, table: &str, projection: P) -> Self
+    where
+        <P::Model as ReadModel>::Id: PartialEq,
+    {
+        let target = match <P::Model as MongoReadModel>::DATABASE {
+            Some(db) => Target::in_database(db, <P::Model as ReadModel>::COLLECTION),
+            None => Target::collection(<P::Model as ReadModel>::COLLECTION),
+        };
+        let scope = crate::map::children_scope(&target, projection.field());
+        self.projections
+            .add_child_change(cqrs_projection::children(table, projection), scope);
         self
     }
 

@@ -175,6 +175,13 @@ impl Projections {
         self.insert(Arc::new(projection), Some(scope));
     }
 
+    /// Adds an erased projection of a child table (`cqrs_projection::children`) whose
+    /// truncates remove the children of `scope` (`children_scope` of the parents'
+    /// collection and the children field), never the parents.
+    pub fn add_child_change(&mut self, projection: Arc<dyn ChangeProjection>, scope: Target) {
+        self.insert(projection, Some(scope));
+    }
+
     /// Adds a raw Rust projection fed by `tables` (`schema.table` each).
     pub fn add<P>(&mut self, projection: P, tables: &[&str])
     where
