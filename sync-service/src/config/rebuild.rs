@@ -12,6 +12,7 @@ use serde::Deserialize;
 ///     [kafka]
 ///     bootstrap_servers = "127.0.0.1:9092"
 ///     group_id = "read"
+///     topic_prefix = "cqrs"
 ///     [mongodb]
 ///     uri = "mongodb://127.0.0.1:27017"
 ///     database = "read"
