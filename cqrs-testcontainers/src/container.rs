@@ -214,6 +214,12 @@ pub(crate) async fn wait_healthy(
             | (Some(ContainerStateStatusEnum::RUNNING), None | Some(HealthStatusEnum::NONE)) => {
                 return Ok(());
             }
+            (Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD), _) => {
+                return Err(fail(format!(
+                    "it stopped with exit code {}",
+                    state.exit_code.unwrap_or(-1)
+                )));
+            }
             (_, Some(HealthStatusEnum::UNHEALTHY)) => {
                 let last = state
                     .health
@@ -223,12 +229,6 @@ pub(crate) async fn wait_healthy(
                 return Err(fail(format!(
                     "its health check failed: {}",
                     tail(last.trim(), 5)
-                )));
-            }
-            (Some(ContainerStateStatusEnum::EXITED | ContainerStateStatusEnum::DEAD), _) => {
-                return Err(fail(format!(
-                    "it stopped with exit code {}",
-                    state.exit_code.unwrap_or(-1)
                 )));
             }
             _ if start.elapsed() >= timeout => {

@@ -39,10 +39,7 @@ impl fmt::Display for ImageOrigin {
         match self {
             ImageOrigin::Default => f.write_str("default"),
             ImageOrigin::Environment(var) => write!(f, "from ${var}"),
-            ImageOrigin::Command(note) if note.is_empty() => {
-                write!(f, "from ${IMAGES_COMMAND_VARIABLE}")
-            }
-            ImageOrigin::Command(note) => write!(f, "from ${IMAGES_COMMAND_VARIABLE}: {note}"),
+            ImageOrigin::Command(_) => write!(f, "from ${IMAGES_COMMAND_VARIABLE}"),
             ImageOrigin::Builder => f.write_str("set by the builder"),
         }
     }

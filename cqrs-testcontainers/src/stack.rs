@@ -413,6 +413,18 @@ impl CqrsStack {
             self.inner.started_in.as_secs_f64(),
             self.inner.network
         );
+        let notes: std::collections::BTreeSet<&str> = self
+            .inner
+            .images
+            .iter()
+            .filter_map(|i| match &i.origin {
+                crate::ImageOrigin::Command(note) if !note.is_empty() => Some(note.as_str()),
+                _ => None,
+            })
+            .collect();
+        for note in notes {
+            let _ = writeln!(err, "cqrs-testcontainers: images command: {note}");
+        }
         for image in &self.inner.images {
             let _ = writeln!(err, "cqrs-testcontainers:   {image}");
         }

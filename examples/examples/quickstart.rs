@@ -7,13 +7,13 @@ use sync_service::{SyncService, config::SyncConfig};
 
 // 1. Write side: the aggregate decides events from a command, then applies them.
 #[derive(Debug, Default, Serialize, Deserialize)]
-struct Account {
+pub(crate) struct Account {
     balance: i64,
 }
-struct Deposit(i64);
+pub(crate) struct Deposit(pub(crate) i64);
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, DomainEvent)]
 #[event(name = "MoneyDeposited")] // the stable name stored with the event
-struct Deposited {
+pub(crate) struct Deposited {
     amount: i64,
 }
 impl Aggregate for Account {

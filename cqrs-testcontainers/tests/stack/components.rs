@@ -2,12 +2,10 @@
 //! Kafka as Avro through the Schema Registry, Connect reports the connectors RUNNING,
 //! MongoDB is a replica set (transactions work), Vault leases a database user that logs in.
 //! All tests of this binary share one stack (`support::stack`), each in its own scope.
-#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
-
-mod support;
 
 use std::time::Duration;
 
+use crate::support::{self, get_json, until};
 use apache_avro::types::Value as Avro;
 use bson::doc;
 use rdkafka::ClientConfig;
@@ -15,7 +13,6 @@ use rdkafka::Message as _;
 use rdkafka::consumer::{Consumer as _, StreamConsumer};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
-use support::{get_json, until};
 
 /// `record.name`, looking through the unions Debezium wraps optional fields in.
 fn field<'a>(record: &'a Avro, name: &str) -> Option<&'a Avro> {

@@ -1,5 +1,4 @@
 //! What the crate's tests share: the stack they ask for, waits, a PostgreSQL admin client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -51,4 +50,47 @@ pub async fn get_json(url: &str) -> Result<serde_json::Value, String> {
         return Err(format!("{url}: HTTP {status}: {body}"));
     }
     serde_json::from_str(&body).map_err(|e| format!("{url}: {e}: {body}"))
+}
+
+/// The variable that makes a test run as the child of another (see [`rerun`]).
+pub const CHILD: &str = "CQRS_TESTCONTAINERS_TEST_CHILD";
+
+/// Runs `test` (its full path) of this very test binary in a process of its own, with
+/// `env`: for what must happen in another process (it exits, it sees another engine).
+pub fn rerun(test: &str, env: &[(&str, &str)]) -> std::process::Output {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// `docker ARGS` (the engine's own client: an outside view of what exists).
+pub fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .expect("no docker client (make docker-engine installs one)");
+    assert!(
+        out.status.success(),
+        "docker {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Containers and networks carrying `label` (`key=value`), whatever their state.
+pub fn labelled(label: &str) -> Vec<String> {
+    let filter = format!("label={label}");
+    let mut found = Vec::new();
+    for (kind, args) in [
+        ("container", ["ps", "-a", "-q"]),
+        ("network", ["network", "ls", "-q"]),
+    ] {
+        let mut args = args.to_vec();
+        args.extend(["--filter", filter.as_str()]);
+        found.extend(docker(&args).lines().map(|id| format!("{kind} {id}")));
+    }
+    found
 }
