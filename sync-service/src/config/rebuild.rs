@@ -51,6 +51,14 @@ pub struct RebuildConfig {
 }
 
 impl RebuildConfig {
+    /// The signal connection's URL; an empty value (`"${SIGNAL_DATABASE_URL:-}"` with the
+    /// variable unset) means none.
+    pub fn signal_url(&self) -> Option<&str> {
+        self.signal_database_url
+            .as_deref()
+            .filter(|url| !url.trim().is_empty())
+    }
+
     /// `settle_ms` as a duration.
     pub fn settle(&self) -> Duration {
         Duration::from_millis(self.settle_ms)

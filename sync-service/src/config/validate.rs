@@ -182,7 +182,7 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
         .map_err(at("rebuild.signal_table"))?;
     topic_name(&c.rebuild.notification_topic).map_err(at("rebuild.notification_topic"))?;
     collection_name(&c.rebuild.collection).map_err(at("rebuild.collection"))?;
-    if let Some(url) = &c.rebuild.signal_database_url
+    if let Some(url) = c.rebuild.signal_url()
         && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
     {
         return Err(ConfigError::key(

@@ -201,7 +201,7 @@ impl Rebuilds {
     /// Rebuilds with `config`'s `[rebuild]`, `[kafka]` and `[mongodb]` settings. Without
     /// `rebuild.signal_database_url` it can follow rebuilds but not start or cancel them.
     pub fn new(config: &SyncConfig, mongo: MongoClient) -> Result<Self, RebuildError> {
-        let signaller = match &config.rebuild.signal_database_url {
+        let signaller = match config.rebuild.signal_url() {
             Some(url) => {
                 let (schema, table) = config
                     .rebuild
