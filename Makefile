@@ -11,7 +11,7 @@ export
 STACK ?= auto
 CARGO ?= cargo
 
-.PHONY: help toolchain build lint fmt test test-rust test-compose test-compose-config test-deploy-config demo bench \
+.PHONY: help toolchain build lint fmt test test-rust test-compose test-testcontainers test-compose-config test-deploy-config demo bench \
         infrastructure-up infrastructure-down infrastructure-status infrastructure-clean infrastructure-logs \
         docker-engine compose-images
 
@@ -66,6 +66,13 @@ test-rust: toolchain docker-engine ## run every Rust test (needs the stack up an
 # Same features as test-rust, so the two share one build.
 test-compose: toolchain docker-engine ## only the Compose stack test: images, its own project, end to end, down -v
 	$(CARGO) test --workspace --all-features --test compose_stack
+
+# cqrs-testcontainers' own tests (tests/testcontainers), the quickstart in containers
+# (examples/tests/quickstart_containers.rs) and the Ryuk stand-in (tools/ryuk): each test
+# binary starts its stack on free ports (images: scripts/testcontainers-images.sh, through
+# .cargo/config.toml) and its reaper removes it when the binary exits. Part of test-rust.
+test-testcontainers: toolchain docker-engine ## only the Testcontainers tests: the crate's, the quickstart in containers, the reaper
+	$(CARGO) test --workspace --all-features --test testcontainers --test quickstart_containers --test reaper
 
 test-deploy-config: ## validate deploy/kubernetes and check-config its sync.toml (needs target/debug/sync-service)
 	@scripts/validate-kubernetes.sh

@@ -20,7 +20,13 @@ use testcontainers::{ContainerRequest, Image, ImageExt};
 use crate::images::{ResolvedImage, tail};
 use crate::{Service, StackError};
 
-/// The label on every container and network of a stack; its value is the stack's session.
+/// The label on every container and network of a stack; its value is the stack's session
+/// ([`CqrsStack::session`](crate::CqrsStack::session)).
+///
+/// ```
+/// // what a CI job can look for: `docker ps -a --filter label=<this>`
+/// assert_eq!(cqrs_testcontainers::SESSION_LABEL, "org.cqrs-toolkit.testcontainers.session");
+/// ```
 pub const SESSION_LABEL: &str = "org.cqrs-toolkit.testcontainers.session";
 
 /// Lines of a container's log kept for error messages.

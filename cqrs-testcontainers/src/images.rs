@@ -14,13 +14,27 @@ use testcontainers::bollard::query_parameters::CreateImageOptionsBuilder;
 
 use crate::{Service, StackError};
 
-/// The environment variable naming a command that prints `CQRS_IMAGE_<NAME>=<image>` lines.
+/// The environment variable naming a command that prints `CQRS_IMAGE_<NAME>=<image>` lines
+/// (and `# note` lines). It runs once per stack start, with `CQRS_IMAGES_WANTED` naming the
+/// services whose image no builder call or variable set, before their defaults apply: for
+/// machines that build or mirror their images. In the cqrs-toolkit workspace,
+/// `.cargo/config.toml` sets it to `scripts/testcontainers-images.sh`.
+///
+/// ```
+/// assert_eq!(cqrs_testcontainers::IMAGES_COMMAND_VARIABLE, "CQRS_IMAGES_COMMAND");
+/// ```
 pub const IMAGES_COMMAND_VARIABLE: &str = "CQRS_IMAGES_COMMAND";
 
 /// The label `docker/images/build.sh` puts on the images it builds (value: the service).
 const LOCAL_IMAGE_LABEL: &str = "org.cqrs-toolkit.image";
 
 /// Where an image reference came from.
+///
+/// ```
+/// use cqrs_testcontainers::ImageOrigin;
+/// let origin = ImageOrigin::Environment("CQRS_IMAGE_KAFKA".into());
+/// assert_eq!(origin.to_string(), "from $CQRS_IMAGE_KAFKA");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ImageOrigin {
@@ -48,6 +62,13 @@ impl fmt::Display for ImageOrigin {
 /// What kind of image a service runs: the upstream one, or the local build of
 /// `docker/images/build.sh` (another component with the same role, started differently;
 /// see `docker/README.md` of the cqrs-toolkit repository).
+///
+/// ```no_run
+/// # fn demo(stack: &cqrs_testcontainers::CqrsStack) {
+/// use cqrs_testcontainers::Flavor;
+/// let local = stack.images().iter().any(|i| i.flavor == Flavor::Local);
+/// # }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Flavor {

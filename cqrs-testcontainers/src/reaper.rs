@@ -17,12 +17,30 @@ use crate::StackError;
 
 /// `TESTCONTAINERS_RYUK_DISABLED=true` leaves the reaper out (as in the other
 /// Testcontainers libraries): a stack that is never dropped then outlives the process.
+///
+/// ```
+/// assert_eq!(cqrs_testcontainers::DISABLED_VARIABLE, "TESTCONTAINERS_RYUK_DISABLED");
+/// ```
 pub const DISABLED_VARIABLE: &str = "TESTCONTAINERS_RYUK_DISABLED";
 /// `TESTCONTAINERS_RYUK_PRIVILEGED=true` runs it privileged (SELinux hosts need it).
+///
+/// ```
+/// assert_eq!(cqrs_testcontainers::PRIVILEGED_VARIABLE, "TESTCONTAINERS_RYUK_PRIVILEGED");
+/// ```
 pub const PRIVILEGED_VARIABLE: &str = "TESTCONTAINERS_RYUK_PRIVILEGED";
-/// The engine's socket as seen by the engine (default `/var/run/docker.sock`).
+/// The engine's socket as seen by the engine, mounted into the reaper (default
+/// `/var/run/docker.sock`; rootless and remote engines name theirs).
+///
+/// ```
+/// assert_eq!(cqrs_testcontainers::SOCKET_VARIABLE, "TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE");
+/// ```
 pub const SOCKET_VARIABLE: &str = "TESTCONTAINERS_DOCKER_SOCKET_OVERRIDE";
-/// The label of the reaper's own container (it must not match the filter it enforces).
+/// The label of the reaper's own container (it must not match the filter it enforces);
+/// its value is the session it reaps.
+///
+/// ```
+/// assert_eq!(cqrs_testcontainers::REAPER_LABEL, "org.cqrs-toolkit.testcontainers.reaper");
+/// ```
 pub const REAPER_LABEL: &str = "org.cqrs-toolkit.testcontainers.reaper";
 
 fn flag(variable: &str) -> bool {

@@ -377,6 +377,15 @@ async fn docker() -> Result<testcontainers::bollard::Docker, StackError> {
 
 /// The sync-service running as a container of its image for one test
 /// ([`TestScope::start_sync_service`]); dropping it removes the container.
+///
+/// ```no_run
+/// # async fn demo(scope: &cqrs_testcontainers::TestScope, toml: &str) -> Result<(), Box<dyn std::error::Error>> {
+/// let sync = scope.start_sync_service(toml).await?;
+/// // ... rows in, documents out ...
+/// eprintln!("{}", sync.log_tail(20));
+/// sync.remove().await;
+/// # Ok(()) }
+/// ```
 pub struct SyncServiceContainer {
     running: Running,
     metrics_url: String,

@@ -1,4 +1,5 @@
-//! The stack: how it is asked for, started (owned or shared per test binary) and reached.
+//! The started stack: its handle, what it reports, how tests take their part of it, and
+//! how it goes away.
 
 use std::collections::BTreeMap;
 use std::io::Write as _;
@@ -8,236 +9,15 @@ use std::time::Duration;
 
 use tokio::sync::{OnceCell, RwLock};
 
+use crate::builder::{Settings, StackBuilder, Started};
 use crate::container::Running;
-use crate::images::{Flavor, ResolvedImage};
+use crate::endpoints::Endpoints;
+use crate::images::ResolvedImage;
 use crate::reaper::ReaperLink;
 use crate::recipes::{self, secrets};
 use crate::scope::{ScopeGuard, TestScope};
 use crate::vault::VaultSettings;
 use crate::{Service, StackError, runtime};
-
-/// What a stack is asked to be (compared when a shared stack is asked for again).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Settings {
-    pub images: BTreeMap<Service, String>,
-    pub vault: bool,
-    pub schemas: Vec<String>,
-    pub startup_timeout: Duration,
-}
-
-/// What [`crate::start`] hands back.
-pub(crate) struct Started {
-    pub session: String,
-    pub network: String,
-    pub kafka_flavor: Flavor,
-    pub containers: BTreeMap<Service, Running>,
-    pub vault: Option<VaultSettings>,
-    pub reaper: Option<(Running, ReaperLink)>,
-    pub images: Vec<ResolvedImage>,
-    pub started_in: Duration,
-}
-
-/// Asks for a stack: images, Vault, service schemas. [`StackBuilder::shared`] gives the
-/// one stack of the test binary, [`StackBuilder::start`] a stack of the caller's own.
-///
-/// ```no_run
-/// use cqrs_testcontainers::{CqrsStack, Service};
-///
-/// # async fn demo() -> Result<(), cqrs_testcontainers::StackError> {
-/// let stack = CqrsStack::builder()
-///     .image(Service::Postgres, "postgres:17.6")
-///     .service_schemas(["orders", "billing"])
-///     .with_vault()
-///     .shared()
-///     .await?;
-/// # Ok(()) }
-/// ```
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct StackBuilder {
-    settings: Settings,
-}
-
-impl Default for StackBuilder {
-    fn default() -> Self {
-        StackBuilder {
-            settings: Settings {
-                images: BTreeMap::new(),
-                vault: false,
-                schemas: ["orders", "inventory", "billing"]
-                    .map(String::from)
-                    .to_vec(),
-                startup_timeout: Duration::from_secs(120),
-            },
-        }
-    }
-}
-
-impl StackBuilder {
-    /// Runs `service` from `image` (`name:tag`), whatever its environment variable says.
-    /// It must be the same kind of image as the default (a mirror, another tag) or the
-    /// local build of `docker/images/build.sh`.
-    ///
-    /// ```
-    /// use cqrs_testcontainers::{CqrsStack, Service};
-    /// let builder = CqrsStack::builder().image(Service::MongoDb, "registry.local/mongo:8.2");
-    /// ```
-    pub fn image(mut self, service: Service, image: impl Into<String>) -> Self {
-        self.settings.images.insert(service, image.into());
-        self
-    }
-
-    /// Adds Vault, bootstrapped like the stack's (see [`VaultSettings`]).
-    ///
-    /// ```
-    /// let builder = cqrs_testcontainers::CqrsStack::builder().with_vault();
-    /// ```
-    pub fn with_vault(mut self) -> Self {
-        self.settings.vault = true;
-        self
-    }
-
-    /// The service schemas made at start (each with its group role `svc_<schema>` and, with
-    /// Vault, its database role and AppRole) and captured by the connector besides every
-    /// `cdc_*` schema. Default: `orders`, `inventory`, `billing`, as the stack.
-    ///
-    /// ```
-    /// let builder = cqrs_testcontainers::CqrsStack::builder().service_schemas(["payments"]);
-    /// ```
-    pub fn service_schemas<S: Into<String>>(
-        mut self,
-        schemas: impl IntoIterator<Item = S>,
-    ) -> Self {
-        self.settings.schemas = schemas.into_iter().map(Into::into).collect();
-        self
-    }
-
-    /// How long each container may take to become healthy (default 120 s).
-    ///
-    /// ```
-    /// let builder = cqrs_testcontainers::CqrsStack::builder()
-    ///     .startup_timeout(std::time::Duration::from_secs(300));
-    /// ```
-    pub fn startup_timeout(mut self, timeout: Duration) -> Self {
-        self.settings.startup_timeout = timeout;
-        self
-    }
-
-    fn validate(&self) -> Result<(), StackError> {
-        for schema in &self.settings.schemas {
-            cqrs_postgres::SchemaName::new(schema.as_str())
-                .map_err(|e| StackError::Config(format!("service schema {schema:?}: {e}")))?;
-        }
-        Ok(())
-    }
-
-    /// Starts a stack of the caller's own, removed when the last handle to it is dropped
-    /// (or by [`CqrsStack::stop`]).
-    ///
-    /// # Errors
-    /// Every [`StackError`] a start can meet: no engine, an image missing, a container
-    /// that does not become healthy, a failed connector registration or Vault bootstrap.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), cqrs_testcontainers::StackError> {
-    /// let stack = cqrs_testcontainers::CqrsStack::builder().start().await?;
-    /// stack.stop().await;
-    /// # Ok(()) }
-    /// ```
-    pub async fn start(self) -> Result<CqrsStack, StackError> {
-        self.validate()?;
-        let settings = self.settings.clone();
-        let started = runtime::run(crate::start::start(settings.clone())).await?;
-        let stack = CqrsStack::new(started, settings);
-        stack.report();
-        Ok(stack)
-    }
-
-    /// The stack of this test binary: started by the first call, the same for every later
-    /// one, removed when the process ends (by the reaper, also after a panic or a kill).
-    ///
-    /// # Errors
-    /// As [`StackBuilder::start`] (the same failure for every caller), and
-    /// [`StackError::SharedConflict`] when an earlier call asked for other settings.
-    ///
-    /// ```no_run
-    /// # async fn demo() -> Result<(), cqrs_testcontainers::StackError> {
-    /// let stack = cqrs_testcontainers::CqrsStack::builder().with_vault().shared().await?;
-    /// # Ok(()) }
-    /// ```
-    pub async fn shared(self) -> Result<CqrsStack, StackError> {
-        static SHARED: OnceCell<(Settings, Result<CqrsStack, StackError>)> = OnceCell::const_new();
-        let (settings, result) = SHARED
-            .get_or_init(|| {
-                let builder = self.clone();
-                async move { (builder.settings.clone(), builder.start().await) }
-            })
-            .await;
-        if *settings != self.settings {
-            return Err(StackError::SharedConflict {
-                running: format!("{settings:?}"),
-                asked: format!("{:?}", self.settings),
-            });
-        }
-        result.clone()
-    }
-}
-
-/// Addresses and credentials of the stack's services, from the test process or from the
-/// stack's network ([`CqrsStack::endpoints`], [`CqrsStack::network_endpoints`]).
-///
-/// ```
-/// let e = cqrs_testcontainers::Endpoints {
-///     postgres_host: "127.0.0.1".into(),
-///     postgres_port: 5432,
-///     postgres_db: "cqrs".into(),
-///     postgres_user: "cqrs_admin".into(),
-///     postgres_password: "cqrs_admin_dev".into(),
-///     kafka_bootstrap: "127.0.0.1:9092".into(),
-///     schema_registry_url: "http://127.0.0.1:8081".into(),
-///     kafka_connect_url: "http://127.0.0.1:8083".into(),
-///     mongodb_uri: "mongodb://127.0.0.1:27017/?directConnection=true".into(),
-///     debezium_topic_prefix: "cqrs".into(),
-/// };
-/// assert_eq!(e.database_url(), "postgres://cqrs_admin:cqrs_admin_dev@127.0.0.1:5432/cqrs?sslmode=disable");
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Endpoints {
-    /// PostgreSQL host.
-    pub postgres_host: String,
-    /// PostgreSQL port.
-    pub postgres_port: u16,
-    /// The database (`cqrs`).
-    pub postgres_db: String,
-    /// The admin role (superuser of the test server).
-    pub postgres_user: String,
-    /// Its password.
-    pub postgres_password: String,
-    /// Kafka `bootstrap.servers`.
-    pub kafka_bootstrap: String,
-    /// The Schema Registry's base URL.
-    pub schema_registry_url: String,
-    /// Kafka Connect's REST URL.
-    pub kafka_connect_url: String,
-    /// MongoDB's connection string.
-    pub mongodb_uri: String,
-    /// Debezium's `topic.prefix` (`cqrs`): change topics are `<prefix>.<schema>.<table>`.
-    pub debezium_topic_prefix: String,
-}
-
-impl Endpoints {
-    /// `postgres://<admin>:<password>@<host>:<port>/<db>?sslmode=disable`.
-    pub fn database_url(&self) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}?sslmode=disable",
-            self.postgres_user,
-            self.postgres_password,
-            self.postgres_host,
-            self.postgres_port,
-            self.postgres_db
-        )
-    }
-}
 
 pub(crate) struct Inner {
     pub session: String,
@@ -250,6 +30,7 @@ pub(crate) struct Inner {
     pub network_endpoints: Endpoints,
     pub vault: Option<VaultSettings>,
     pub started_in: Duration,
+    pub timeline: Vec<(String, Duration)>,
     pub scopes: AtomicU64,
     /// Scopes hold it shared; an exclusive scope (which may stop services) holds it alone.
     pub lock: Arc<RwLock<()>>,
@@ -342,7 +123,7 @@ impl CqrsStack {
         Self::builder().shared().await
     }
 
-    fn new(started: Started, settings: Settings) -> CqrsStack {
+    pub(crate) fn new(started: Started, settings: Settings) -> CqrsStack {
         let port = |s: Service| {
             started
                 .containers
@@ -394,6 +175,7 @@ impl CqrsStack {
                 network_endpoints,
                 vault: started.vault,
                 started_in: started.started_in,
+                timeline: started.timeline,
                 scopes: AtomicU64::new(0),
                 lock: Arc::new(RwLock::new(())),
                 sync_image: OnceCell::new(),
@@ -404,7 +186,7 @@ impl CqrsStack {
 
     /// One line per fact on stderr (not captured by the test harness): start time and
     /// images, local builds named as such.
-    fn report(&self) {
+    pub(crate) fn report(&self) {
         let mut err = std::io::stderr();
         let _ = writeln!(
             err,
@@ -413,6 +195,13 @@ impl CqrsStack {
             self.inner.started_in.as_secs_f64(),
             self.inner.network
         );
+        let steps: Vec<String> = self
+            .inner
+            .timeline
+            .iter()
+            .map(|(step, at)| format!("{step} {:.1}s", at.as_secs_f64()))
+            .collect();
+        let _ = writeln!(err, "cqrs-testcontainers: done at: {}", steps.join(", "));
         let notes: std::collections::BTreeSet<&str> = self
             .inner
             .images
@@ -509,6 +298,18 @@ impl CqrsStack {
     /// ```
     pub fn started_in(&self) -> Duration {
         self.inner.started_in
+    }
+
+    /// When each step of the start was done, counted from its beginning: `images` (found,
+    /// or pulled), `reaper`, each service healthy, `connectors RUNNING`, `vault bootstrap`.
+    ///
+    /// ```no_run
+    /// # fn demo(stack: &cqrs_testcontainers::CqrsStack) {
+    /// for (step, at) in stack.timeline() { println!("{step}: {at:?}"); }
+    /// # }
+    /// ```
+    pub fn timeline(&self) -> &[(String, Duration)] {
+        &self.inner.timeline
     }
 
     /// The image of each service and where it came from.

@@ -11,12 +11,12 @@ use testcontainers::bollard::models::NetworkCreateRequest;
 use testcontainers::core::Healthcheck;
 use testcontainers::{ContainerRequest, Image};
 
+use crate::builder::{Settings, Started};
 use crate::container::{Placement, Running, SESSION_LABEL, free_ports, launch, wait_healthy};
 use crate::images::{self, ResolvedImage};
 use crate::reaper::{self, REAPER_LABEL, ReaperLink};
 use crate::recipes::{self, port};
 use crate::setup;
-use crate::stack::{Settings, Started};
 use crate::{Service, StackError};
 
 /// The containers started so far: removed (with the network) when the start fails.
@@ -34,6 +34,9 @@ impl Launched {
 
 /// What every container of a start shares.
 struct Context {
+    t0: Instant,
+    /// When each step was done, since the start began (reported, and in BENCHMARKS.md).
+    timeline: Arc<Mutex<Vec<(String, Duration)>>>,
     docker: Docker,
     session: String,
     network: String,
@@ -43,6 +46,12 @@ struct Context {
 }
 
 impl Context {
+    fn done(&self, step: impl Into<String>) {
+        if let Ok(mut timeline) = self.timeline.lock() {
+            timeline.push((step.into(), self.t0.elapsed()));
+        }
+    }
+
     fn image(&self, service: Service) -> Result<&ResolvedImage, StackError> {
         self.images
             .get(&service)
@@ -73,6 +82,7 @@ impl Context {
             launched.push(running);
         }
         wait_healthy(&self.docker, &probe, self.timeout).await?;
+        self.done(service.name());
         self.take(service)
     }
 
@@ -131,6 +141,8 @@ pub(crate) async fn start(settings: Settings) -> Result<Started, StackError> {
         .await
         .map_err(|e| StackError::docker(format!("create network {network}"), e))?;
     let ctx = Context {
+        t0,
+        timeline: Arc::new(Mutex::new(vec![("images".to_owned(), t0.elapsed())])),
         docker: docker.clone(),
         session: session.clone(),
         network: network.clone(),
@@ -142,6 +154,7 @@ pub(crate) async fn start(settings: Settings) -> Result<Started, StackError> {
         Ok(mut started) => {
             started.images = ctx.images.into_values().collect();
             started.started_in = t0.elapsed();
+            started.timeline = ctx.timeline.lock().map(|t| t.clone()).unwrap_or_default();
             Ok(started)
         }
         Err(e) => {
@@ -218,14 +231,17 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
     let (postgres, (kafka, registry, connect), mongodb, vault) =
         try_join4(postgres, messaging, mongodb, vault).await?;
 
-    let register = setup::register_connectors(&ctx.docker, &connect, &ctx.session);
+    let register = async {
+        setup::register_connectors(&ctx.docker, &connect, &ctx.session).await?;
+        ctx.done("connectors RUNNING");
+        Ok(())
+    };
     let bootstrap = async {
-        match &vault {
-            Some(v) => setup::bootstrap_vault(&ctx.docker, v, &ctx.session, &settings.schemas)
-                .await
-                .map(Some),
-            None => Ok(None),
-        }
+        let Some(v) = &vault else { return Ok(None) };
+        let settings =
+            setup::bootstrap_vault(&ctx.docker, v, &ctx.session, &settings.schemas).await?;
+        ctx.done("vault bootstrap");
+        Ok(Some(settings))
     };
     let ((), vault_settings) = match try_join(register, bootstrap).await {
         Ok(done) => done,
@@ -254,6 +270,7 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
         reaper: link,
         images: Vec::new(),
         started_in: Duration::ZERO,
+        timeline: Vec::new(),
     })
 }
 
@@ -274,6 +291,7 @@ async fn start_reaper(ctx: &Context, host_port: u16) -> Result<(Running, ReaperL
         auto_remove: true,
     };
     let running = launch(request, Service::Reaper, image.clone(), placement).await?;
+    ctx.done("reaper");
     let link = reaper::connect(
         host_port,
         SESSION_LABEL,

@@ -42,7 +42,7 @@ async fn the_sync_service_container_projects_this_scopes_rows() {
         )
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("sync-service container: {}", sync.image());
+    support::report(&format!("sync-service container: {}", sync.image()));
     pg.execute(
         &format!("UPDATE {s}.orders SET status = 'paid' WHERE id = 1"),
         &[],

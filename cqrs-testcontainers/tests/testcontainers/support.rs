@@ -52,6 +52,12 @@ pub async fn get_json(url: &str) -> Result<serde_json::Value, String> {
     serde_json::from_str(&body).map_err(|e| format!("{url}: {e}: {body}"))
 }
 
+/// A line on stderr that the test harness does not capture: timings show in `make test`.
+pub fn report(line: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// The variable that makes a test run as the child of another (see [`rerun`]).
 pub const CHILD: &str = "CQRS_TESTCONTAINERS_TEST_CHILD";
 

@@ -59,10 +59,10 @@ async fn a_missing_image_is_named_with_what_to_do() {
     assert_eq!(image, "cqrs-local/never-built:none");
     assert!(hint.contains("CQRS_IMAGE_POSTGRES"), "{hint}");
     assert!(err.to_string().contains("set by the builder"), "{err}");
-    eprintln!(
+    support::report(&format!(
         "errors: image missing reported in {:.1}s: {err}",
         started.elapsed().as_secs_f64()
-    );
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
