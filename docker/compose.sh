@@ -164,8 +164,8 @@ local_images() {
     # the sync-service image takes the workspace's binary: bring it up to date first, unless
     # the caller names one (the Compose test passes the one `cargo test` just built)
     if [[ -z ${CQRS_SYNC_SERVICE_BIN:-} ]]; then
-      log "building the sync-service binary for its image (cargo build -p sync-service)"
-      (cd "$ROOT" && "${CARGO:-cargo}" build -p sync-service) >&2 || die "cargo build -p sync-service failed"
+      log "building the sync-service binary for its image (cargo build --bin sync-service)"
+      (cd "$ROOT" && "${CARGO:-cargo}" build --bin sync-service) >&2 || die "cargo build --bin sync-service failed"
     fi
   else
     args+=(--without-sync-service)

@@ -107,7 +107,7 @@ for name, e in env.items():
 PY
 ) || exit 1
 
-[[ -x $BIN ]] || die "$BIN is missing: build it with cargo build -p sync-service"
+[[ -x $BIN ]] || die "$BIN is missing: build it with cargo build --bin sync-service"
 mapfile -t envs <<<"$env_lines"
 env -i PATH="$PATH" "${envs[@]}" "$BIN" check-config --config "$ROOT/docker/sync-service/sync.toml" \
   || die "docker/sync-service/sync.toml does not pass check-config with the Deployment's environment"

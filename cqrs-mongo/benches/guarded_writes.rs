@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! MONGODB_URI=mongodb://127.0.0.1:27017/?directConnection=true \
-//!     cargo bench -p cqrs-mongo --bench guarded_writes
+//!     cargo bench -p cqrs-toolkit-mongo --bench guarded_writes
 //! ```
 //!
 //! Optional: `BENCH_DOCS` (documents per batched scenario, default 20000), `BENCH_SINGLE`

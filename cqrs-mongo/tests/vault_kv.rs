@@ -7,7 +7,7 @@
 //! and writes keep succeeding; it cannot prove that the server accepted the new
 //! credentials. Against a server with auth, set `use_credentials: true` (the default).
 //!
-//! `cargo test -p cqrs-mongo --features vault --test vault_kv`
+//! `cargo test -p cqrs-toolkit-mongo --features vault --test vault_kv`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

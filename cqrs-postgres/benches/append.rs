@@ -7,7 +7,7 @@
 //! and a load, pipelined in one round trip by both variants). Clients: 1, 8 and 32 concurrent tasks; each variant runs in 6
 //! alternating slices to even out drift on a shared machine.
 //!
-//! Run: `cargo bench -p cqrs-postgres --bench append` (needs the PostgreSQL of `.env`;
+//! Run: `cargo bench -p cqrs-toolkit-postgres --bench append` (needs the PostgreSQL of `.env`;
 //! `BENCH_SECONDS=<n>` sets the length of one slice, default 1.5; `BENCH_CLIENTS=8,32` picks
 //! the concurrency levels).
 

@@ -2,7 +2,7 @@
 //! command load keeps running, new connections still open with the current credential,
 //! renewals are retried with backoff (warning + metric) and succeed once Vault is back.
 //!
-//! `cargo test -p cqrs-postgres --features vault --test vault_pause`
+//! `cargo test -p cqrs-toolkit-postgres --features vault --test vault_pause`
 //!
 //! Pauses the stack's shared OpenBao for 20 s: run it alone.
 

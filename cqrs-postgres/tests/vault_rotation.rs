@@ -1,7 +1,7 @@
 //! Leased PostgreSQL credentials rotating under a steady command load, and a lease revoked
 //! from outside, against the stack's real OpenBao and PostgreSQL (feature `vault`).
 //!
-//! `cargo test -p cqrs-postgres --features vault --test vault_rotation`
+//! `cargo test -p cqrs-toolkit-postgres --features vault --test vault_rotation`
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

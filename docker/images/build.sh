@@ -31,7 +31,7 @@
 #                           base is always built), e.g. the ones cqrs-testcontainers asks for
 # Environment:
 #   CQRS_SYNC_SERVICE_BIN   the sync-service binary to put in its image (default
-#                           target/debug/sync-service; built with `cargo build -p sync-service`
+#                           target/debug/sync-service; built with `cargo build --bin sync-service`
 #                           when missing)
 #   CQRS_RYUK_BIN           the Ryuk stand-in binary (default target/debug/ryuk-standin; built
 #                           with `cargo build -p ryuk-standin` when missing)
@@ -132,8 +132,8 @@ ensure_artifacts() {
   fi
   if wanted sync-service && [[ ! -x $SYNC_BIN ]]; then
     [[ -z ${CQRS_SYNC_SERVICE_BIN:-} ]] || die "CQRS_SYNC_SERVICE_BIN=$SYNC_BIN is not an executable file"
-    log "building the sync-service binary (cargo build -p sync-service)"
-    (cd "$REPO_DIR" && "${CARGO:-cargo}" build -p sync-service) >&2 || die "cargo build -p sync-service failed"
+    log "building the sync-service binary (cargo build --bin sync-service)"
+    (cd "$REPO_DIR" && "${CARGO:-cargo}" build --bin sync-service) >&2 || die "cargo build --bin sync-service failed"
   fi
 }
 

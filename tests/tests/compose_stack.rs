@@ -107,7 +107,7 @@ impl Stack {
         assert!(
             binary.is_file(),
             "{} is missing: the sync-service image takes the binary of this workspace \
-             (`cargo test --workspace` builds it; or `cargo build -p sync-service`)",
+             (`cargo test --workspace` builds it; or `cargo build --bin sync-service`)",
             binary.display()
         );
         let mut env = vec![

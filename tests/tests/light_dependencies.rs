@@ -7,7 +7,7 @@
 use std::process::Command;
 
 /// Crates a projection crate must not pull in (the sync-service's runtime).
-const FORBIDDEN: [&str; 9] = [
+const FORBIDDEN: [&str; 10] = [
     "rdkafka",
     "rdkafka-sys",
     "axum",
@@ -16,7 +16,8 @@ const FORBIDDEN: [&str; 9] = [
     "opentelemetry",
     "opentelemetry-otlp",
     "prometheus-client",
-    "sync-service",
+    "cqrs-toolkit-sync",
+    "cqrs-toolkit-kafka",
 ];
 
 #[test]
@@ -47,7 +48,12 @@ fn a_projection_crate_builds_without_kafka_http_or_telemetry() {
         .filter_map(|l| l.split_whitespace().next())
         .collect();
     // The tree is not empty: the crate and its light dependencies are there.
-    for expected in ["cqrs-user-projection", "cqrs-projection", "cqrs-mongo", "cqrs-core"] {
+    for expected in [
+        "cqrs-user-projection",
+        "cqrs-toolkit-projection",
+        "cqrs-toolkit-mongo",
+        "cqrs-toolkit-core",
+    ] {
         assert!(crates.contains(&expected), "{expected} missing from:\n{tree}");
     }
     let found: Vec<&str> = crates

@@ -1,5 +1,5 @@
 //! Faults the sync-service survives, through the real stack, with the real binary
-//! (`target/debug/sync-service`: build it with `cargo build -p sync-service`; `cargo test
+//! (`target/debug/sync-service`: build it with `cargo build --bin sync-service`; `cargo test
 //! --workspace --all-targets` builds it before running the tests):
 //!
 //! * SIGKILL of the service, again and again, during a sustained load of at least 100,000
@@ -62,7 +62,7 @@ fn find_binary() -> PathBuf {
         });
     assert!(
         path.is_file(),
-        "the sync-service binary {} is missing: build it with `cargo build -p sync-service` \
+        "the sync-service binary {} is missing: build it with `cargo build --bin sync-service` \
          (or set SYNC_SERVICE_BIN)",
         path.display()
     );
@@ -72,7 +72,7 @@ fn find_binary() -> PathBuf {
     ) && src > bin
     {
         eprintln!(
-            "WARNING: {} is older than sync-service/src: run `cargo build -p sync-service`",
+            "WARNING: {} is older than sync-service/src: run `cargo build --bin sync-service`",
             path.display()
         );
     }
