@@ -3,6 +3,8 @@
 //! embedded sync-service consuming the schema's topics.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod process;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 
