@@ -147,6 +147,7 @@ impl Stack {
     /// loops have joined their consumer groups.
     pub async fn start(env: &Env, names: &DemoNames) -> Result<Stack, DemoError> {
         let orders_pool = provision(env, "orders").await?;
+        orders::provision_lines(&env.get("DATABASE_URL")).await?;
         let inventory_pool = provision(env, "inventory").await?;
         let billing_pool = provision(env, "billing").await?;
         let pg = |schema: &str, e| SetupError::Postgres {
@@ -422,8 +423,12 @@ pub async fn place_orders(
             ],
         )
         .await?;
-    // The command's token: the summary reflects it once the order's part is written.
+    // The command's token: the summary reflects it once the order's part is written; its
+    // lines come from another table (another topic): on the dashboard means both.
     stack.wait_token(&order_id, &token).await?;
+    stack
+        .wait_summary(&order_id, |s| s.lines.len() == 2)
+        .await?;
     let order_to_dashboard = started.elapsed();
     let invoiced = stack
         .wait_summary(&order_id, |s| s.invoice.is_some())
@@ -438,7 +443,7 @@ pub async fn place_orders(
     stack.wait_token(&order_id, &payment).await?;
     let completed = stack
         .wait_summary(&order_id, |s| {
-            s.status == Some(Status::Completed) && s.payment.is_some()
+            s.status == Some(Status::Completed) && s.payment.is_some() && s.lines.len() == 2
         })
         .await?;
     let payment_to_completed = paid.elapsed();
@@ -459,7 +464,9 @@ pub async fn place_orders(
         )
         .await?;
     let cancelled = stack
-        .wait_summary(&rejected_id, |s| s.status == Some(Status::Cancelled))
+        .wait_summary(&rejected_id, |s| {
+            s.status == Some(Status::Cancelled) && s.lines.len() == 1
+        })
         .await?;
     let order_to_cancelled = started.elapsed();
 

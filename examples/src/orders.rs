@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use cqrs_core::{Aggregate, CommandHandler, DomainEvent, PersistenceMode};
-use cqrs_postgres::{PgPool, PostgresError, PostgresStore};
+use cqrs_postgres::{PgPool, PostgresConfig, PostgresError, PostgresStore};
 use cqrs_saga::{Command, Saga, SagaHandler};
 use serde::{Deserialize, Serialize};
 
@@ -232,6 +232,77 @@ impl Aggregate for Order {
             }
         }
     }
+}
+
+/// The orders' lines, relational: `orders.order_lines`, primary key `(order_id,
+/// line_no)`, kept from each order's state by a trigger on `orders.aggregates`, in the
+/// command's own transaction (a line's row changes only when the line does). Debezium
+/// captures it like any table; the dashboard embeds its rows in the order summaries
+/// (`read_models::OrderLines`), each guarded by its own version.
+const LINES_DDL: &str = r#"
+SELECT pg_advisory_xact_lock(hashtext('cqrs-examples.order_lines'));
+CREATE TABLE IF NOT EXISTS orders.order_lines (
+    order_id         text    NOT NULL,
+    line_no          integer NOT NULL,
+    sku              text    NOT NULL,
+    qty              integer NOT NULL,
+    unit_price_cents bigint  NOT NULL,
+    PRIMARY KEY (order_id, line_no)
+);
+CREATE OR REPLACE FUNCTION orders.order_lines_from_state() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.aggregate_type <> 'Order' OR NEW.state IS NULL THEN
+        RETURN NEW;
+    END IF;
+    DELETE FROM orders.order_lines l
+     WHERE l.order_id = NEW.aggregate_id
+       AND l.line_no > jsonb_array_length(COALESCE(NEW.state->'lines', '[]'::jsonb));
+    INSERT INTO orders.order_lines AS l (order_id, line_no, sku, qty, unit_price_cents)
+    SELECT NEW.aggregate_id, t.n::integer, t.line->>'sku', (t.line->>'qty')::integer,
+           (t.line->>'unit_price_cents')::bigint
+      FROM jsonb_array_elements(COALESCE(NEW.state->'lines', '[]'::jsonb))
+           WITH ORDINALITY AS t(line, n)
+    ON CONFLICT (order_id, line_no) DO UPDATE
+       SET sku = EXCLUDED.sku, qty = EXCLUDED.qty, unit_price_cents = EXCLUDED.unit_price_cents
+     WHERE (l.sku, l.qty, l.unit_price_cents)
+           IS DISTINCT FROM (EXCLUDED.sku, EXCLUDED.qty, EXCLUDED.unit_price_cents);
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS order_lines_from_state ON orders.aggregates;
+CREATE TRIGGER order_lines_from_state AFTER INSERT OR UPDATE OF state ON orders.aggregates
+    FOR EACH ROW EXECUTE FUNCTION orders.order_lines_from_state();
+"#;
+
+/// Creates `orders.order_lines` and its trigger as the admin (`database_url`, the schema
+/// migrated by [`provision`](crate::service::provision)); idempotent, safe to run from
+/// several processes at once. The orders role reads and writes the table through the
+/// schema's default privileges.
+pub async fn provision_lines(database_url: &str) -> Result<(), crate::service::SetupError> {
+    let sql = |what: &'static str, message: String| crate::service::SetupError::Sql {
+        schema: "orders".into(),
+        what,
+        message,
+    };
+    let postgres = |e: PostgresError| sql("order_lines", e.to_string());
+    let admin = PgPool::new(
+        &PostgresConfig::from_url(database_url, "orders")
+            .map_err(postgres)?
+            .max_connections(1)
+            .application_name("cqrs-examples-setup"),
+    )
+    .map_err(postgres)?;
+    let mut client = admin.get().await.map_err(postgres)?;
+    let tx = client
+        .transaction()
+        .await
+        .map_err(|e| sql("order_lines", e.to_string()))?;
+    tx.batch_execute(LINES_DDL)
+        .await
+        .map_err(|e| sql("order_lines", e.to_string()))?;
+    tx.commit()
+        .await
+        .map_err(|e| sql("order_lines", e.to_string()))
 }
 
 /// The command handler of the orders service.

@@ -4,7 +4,7 @@
 //!
 //! | read model | collection | fed by |
 //! |---|---|---|
-//! | [`OrderSummary`]: status, lines, invoice, payment | `order_summaries` | the `Order` state (scope `orders`), the `Invoice` events (scopes `invoice`, `payment`) |
+//! | [`OrderSummary`]: status, lines, invoice, payment | `order_summaries` | the `Order` state (scope `orders`), the rows of `orders.order_lines` (embedded children `lines`), the `Invoice` events (scopes `invoice`, `payment`) |
 //! | [`StockLevel`] per product | `stock_levels` | the `Warehouse` state |
 //! | [`SaleFact`] per order, summed per hour at query time | `sales_by_hour` | the `Order` state |
 //! | [`Receivable`] per invoice, bucketed by days past due at query time | `receivables` | the `Invoice` events (scopes `issued`, `paid`) |
@@ -14,18 +14,24 @@
 //! any relative order, never make each other stale; and each write records the aggregate
 //! version it reflects, so a caller waits for an invoice's or an order's command on the same
 //! document (`Repository::wait_for_in`).
+//!
+//! Its lines are the rows of the orders service's child table `orders.order_lines`,
+//! embedded in the summary (`cqrs_mongo::children`): one child per row under `lines.<line_no>`,
+//! each guarded by the row's own version, so a line arriving before its order (another
+//! topic) is kept until the order shows, and a removed line leaves the summary.
 
 use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use cqrs_mongo::bson::{self, doc};
 use cqrs_mongo::{Filter, MongoClient, Patch, Query, ReadModel, Repository, Sort};
 use cqrs_projection::{
-    EventChange, EventProjection, ProjectionError, StateChange, StateProjection, Write,
+    ChildProjection, EventChange, EventProjection, ProjectionError, StateChange, StateProjection,
+    Write,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::billing::{Invoice, InvoiceEvent};
 use crate::inventory::Warehouse;
-use crate::orders::{Line, Order, Status};
+use crate::orders::{Order, Status};
 
 /// One order as the dashboard shows it. The orders service writes everything but
 /// `invoice` and `payment` (skipped when `None`, so its patch leaves them alone), billing
@@ -48,9 +54,15 @@ pub struct OrderSummary {
     /// Warehouse that ships it.
     #[serde(default)]
     pub warehouse: Option<String>,
-    /// Lines.
-    #[serde(default)]
-    pub lines: Vec<Line>,
+    /// Lines, by line number: the rows of `orders.order_lines` embedded in the summary
+    /// (stored as a map keyed by line number, written one by one by [`OrderLines`], never
+    /// by the summary's own writes).
+    #[serde(
+        default,
+        skip_serializing,
+        deserialize_with = "cqrs_mongo::children::deserialize_vec"
+    )]
+    pub lines: Vec<SummaryLine>,
     /// Total.
     #[serde(default)]
     pub total_cents: Option<i64>,
@@ -69,6 +81,19 @@ pub struct OrderSummary {
     /// Payment, once billing received it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payment: Option<PaymentSection>,
+}
+
+/// One line of an order summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SummaryLine {
+    /// Position in the order, from 1.
+    pub line_no: u32,
+    /// Product.
+    pub sku: String,
+    /// Quantity.
+    pub qty: u32,
+    /// Unit price in cents.
+    pub unit_price_cents: i64,
 }
 
 /// The invoice section of an order summary.
@@ -183,7 +208,8 @@ impl StateProjection for OrderSummaries {
             status: Some(o.status),
             customer: Some(o.customer.clone()),
             warehouse: Some(o.warehouse.clone()),
-            lines: o.lines.clone(),
+            // Lines come from `orders.order_lines` (see `OrderLines`).
+            lines: Vec::new(),
             total_cents: Some(o.total_cents),
             placed_at: o.placed_at.map(date),
             payment_id: o.payment_id.clone(),
@@ -193,6 +219,61 @@ impl StateProjection for OrderSummaries {
         };
         let patch = Patch::new().set_all(&summary);
         Ok(vec![Write::scoped_patch(summary.id, "orders", patch)])
+    }
+}
+
+/// A row of `orders.order_lines` (primary key `(order_id, line_no)`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct OrderLineRow {
+    /// The order.
+    pub order_id: String,
+    /// Position in the order.
+    pub line_no: i32,
+    /// Product.
+    pub sku: String,
+    /// Quantity.
+    pub qty: i32,
+    /// Unit price in cents.
+    pub unit_price_cents: i64,
+}
+
+/// The lines of the summaries: each row of `orders.order_lines` embedded in its order's
+/// summary under `lines.<line_no>`. The order and the line number are the table's primary
+/// key, so a delete names its line whatever the table's replica identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OrderLines;
+
+impl ChildProjection for OrderLines {
+    type Model = OrderSummary;
+    type Row = OrderLineRow;
+    type Child = SummaryLine;
+
+    fn name(&self) -> &str {
+        "order_summaries.lines"
+    }
+
+    fn field(&self) -> &str {
+        "lines"
+    }
+
+    fn parent(&self, row: &OrderLineRow) -> Option<String> {
+        Some(row.order_id.clone())
+    }
+
+    fn key(&self, row: &OrderLineRow) -> String {
+        row.line_no.to_string()
+    }
+
+    fn child(&self, row: &OrderLineRow) -> Result<SummaryLine, ProjectionError> {
+        let count = |what: &str, v: i32| {
+            u32::try_from(v).map_err(|_| ProjectionError::custom(format!("{what} {v} < 0")))
+        };
+        Ok(SummaryLine {
+            line_no: count("line_no", row.line_no)?,
+            sku: row.sku.clone(),
+            qty: count("qty", row.qty)?,
+            unit_price_cents: row.unit_price_cents,
+        })
     }
 }
 
@@ -360,6 +441,7 @@ impl EventProjection for Receivables {
 pub fn register(service: sync_service::SyncService) -> sync_service::SyncService {
     service
         .with_state_projection("orders", OrderSummaries)
+        .with_child_projection("orders.order_lines", OrderLines)
         .with_event_projection("billing", OrderBilling)
         .with_state_projection("inventory", StockLevels)
         .with_state_projection("orders", SalesByHour)
@@ -367,8 +449,9 @@ pub fn register(service: sync_service::SyncService) -> sync_service::SyncService
 }
 
 /// The CDC topics the read models are fed from (for creating them up front).
-pub const TOPICS: [&str; 3] = [
+pub const TOPICS: [&str; 4] = [
     "cqrs.orders.aggregates",
+    "cqrs.orders.order_lines",
     "cqrs.inventory.aggregates",
     "cqrs.billing.events",
 ];

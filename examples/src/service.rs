@@ -20,6 +20,16 @@ pub enum SetupError {
         #[source]
         source: Box<PostgresError>,
     },
+    /// A statement of a service's own schema set-up failed.
+    #[error("postgres ({schema}): {what}: {message}")]
+    Sql {
+        /// Schema of the service.
+        schema: String,
+        /// What was being set up.
+        what: &'static str,
+        /// The server's message.
+        message: String,
+    },
 }
 
 /// Migrates `schema` as the admin (`DATABASE_URL`), ensures the login role

@@ -56,7 +56,29 @@ async fn order_to_dashboard_with_compensation() {
     // The order that went through: one document joining orders and billing.
     let done = &report.completed;
     assert_eq!(done.status, Some(Status::Completed));
-    assert_eq!(done.lines.len(), 2);
+    // Its lines: the rows of orders.order_lines embedded in the summary, by line number.
+    let lines: Vec<(u32, &str, u32, i64)> = done
+        .lines
+        .iter()
+        .map(|l| (l.line_no, l.sku.as_str(), l.qty, l.unit_price_cents))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (1, skus[0].as_str(), 2, 1250),
+            (2, skus[1].as_str(), 1, 4999)
+        ]
+    );
+    let raw = stack
+        .db()
+        .collection::<cqrs_mongo::bson::Document>("order_summaries")
+        .find_one(cqrs_mongo::bson::doc! { "_id": &done.id })
+        .await
+        .unwrap()
+        .expect("the summary in the view");
+    let stored = raw.get_document("lines").expect("a map of lines by number");
+    assert_eq!(stored.keys().collect::<Vec<_>>(), ["1", "2"]);
+    assert!(raw.get_document("_children").is_ok(), "each line's version");
     assert_eq!(done.total_cents, Some(2 * 1250 + 4999));
     let invoice = done.invoice.as_ref().expect("invoice section");
     assert_eq!(invoice.invoice_id, format!("inv-order-{run}-1"));
@@ -77,6 +99,7 @@ async fn order_to_dashboard_with_compensation() {
         "{cancelled:?}"
     );
     assert!(cancelled.invoice.is_none() && cancelled.payment.is_none());
+    assert_eq!(cancelled.lines.len(), 1);
 
     // Stock levels per product.
     let mongo = &stack.mongo;
