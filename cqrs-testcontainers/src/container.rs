@@ -254,7 +254,7 @@ pub(crate) struct ExecOutput {
 /// Runs `cmd` in the container with `env` (values never reach a command line).
 pub(crate) async fn exec(
     docker: &Docker,
-    running: &Running,
+    running: &Probe,
     cmd: &[&str],
     env: &[(&str, String)],
 ) -> Result<ExecOutput, StackError> {

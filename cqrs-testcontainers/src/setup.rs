@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use testcontainers::bollard::Docker;
 
-use crate::container::{Running, exec};
+use crate::container::{Probe, exec};
 use crate::images::tail;
 use crate::recipes::{self, DEBEZIUM_DIR, VAULT_SCRIPT, secrets};
 use crate::vault::VaultSettings;
@@ -55,7 +55,7 @@ pub(crate) fn connector_templates(schemas: &[String]) -> Result<Vec<(String, Str
 /// their tasks are RUNNING (what `register.sh` does).
 pub(crate) async fn register_connectors(
     docker: &Docker,
-    connect: &Running,
+    connect: &Probe,
     session: &str,
 ) -> Result<(), StackError> {
     let env = [
@@ -99,7 +99,8 @@ const APPROLE_DIR: &str = "/tmp/cqrs-approle";
 /// a policy and an AppRole per service) and reads back each service's AppRole.
 pub(crate) async fn bootstrap_vault(
     docker: &Docker,
-    vault: &Running,
+    vault: &Probe,
+    host_port: u16,
     session: &str,
     services: &[String],
 ) -> Result<VaultSettings, StackError> {
@@ -149,7 +150,7 @@ pub(crate) async fn bootstrap_vault(
         approles.insert(service.clone(), (role_id, secret_id));
     }
     Ok(VaultSettings::new(
-        format!("http://127.0.0.1:{}", vault.host_port(8200)),
+        format!("http://127.0.0.1:{host_port}"),
         format!("http://{}:8200", recipes::host(session, Service::Vault)),
         approles,
     ))

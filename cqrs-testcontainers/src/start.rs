@@ -5,14 +5,16 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::future::{try_join, try_join_all, try_join4};
+use futures::future::{try_join, try_join_all, try_join3};
 use testcontainers::bollard::Docker;
 use testcontainers::bollard::models::NetworkCreateRequest;
 use testcontainers::core::Healthcheck;
 use testcontainers::{ContainerRequest, Image};
 
 use crate::builder::{Settings, Started};
-use crate::container::{Placement, Running, SESSION_LABEL, free_ports, launch, wait_healthy};
+use crate::container::{
+    Placement, Probe, Running, SESSION_LABEL, free_ports, launch, wait_healthy,
+};
 use crate::images::{self, ResolvedImage};
 use crate::reaper::{self, REAPER_LABEL, ReaperLink};
 use crate::recipes::{self, port};
@@ -65,7 +67,7 @@ impl Context {
         request: ContainerRequest<I>,
         host_port: u16,
         health: Healthcheck,
-    ) -> Result<Running, StackError> {
+    ) -> Result<Probe, StackError> {
         let placement = Placement {
             name: recipes::host(&self.session, service),
             network: Some(self.network.clone()),
@@ -77,26 +79,14 @@ impl Context {
         };
         let running = launch(request, service, self.image(service)?.clone(), placement).await?;
         let probe = running.probe();
-        // held by the start while it waits: a failed start removes it (and waits for that)
+        // held by the start until it has succeeded: a failed start removes every container
+        // it launched (and waits for that) before the network
         if let Ok(mut launched) = self.launched.0.lock() {
             launched.push(running);
         }
         wait_healthy(&self.docker, &probe, self.timeout).await?;
         self.done(service.name());
-        self.take(service)
-    }
-
-    fn take(&self, service: Service) -> Result<Running, StackError> {
-        let mut launched = self
-            .launched
-            .0
-            .lock()
-            .map_err(|_| StackError::Config("the start's container list is poisoned".into()))?;
-        let i = launched
-            .iter()
-            .position(|r| r.service == service)
-            .ok_or(StackError::NotStarted(service))?;
-        Ok(launched.swap_remove(i))
+        Ok(probe)
     }
 }
 
@@ -190,15 +180,34 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
     let kafka_image = ctx.image(Service::Kafka)?.clone();
     let templates = setup::connector_templates(&settings.schemas)?;
 
-    let postgres = async {
-        let (request, health) =
-            recipes::postgres(ctx.image(Service::Postgres)?, &settings.schemas, grace);
-        ctx.run(Service::Postgres, request, pg_port, health).await
+    // PostgreSQL, then Vault's bootstrap on it (off the critical path: Connect takes longer)
+    let write_side = async {
+        let postgres = async {
+            let image = ctx.image(Service::Postgres)?;
+            let (request, health) = recipes::postgres(image, &settings.schemas, grace);
+            ctx.run(Service::Postgres, request, pg_port, health).await
+        };
+        let vault = async {
+            if !settings.vault {
+                return Ok(None);
+            }
+            let (request, health) = recipes::vault(ctx.image(Service::Vault)?, grace);
+            ctx.run(Service::Vault, request, vault_port, health)
+                .await
+                .map(Some)
+        };
+        let (_, vault) = try_join(postgres, vault).await?;
+        let Some(vault) = vault else { return Ok(None) };
+        let schemas = &settings.schemas;
+        let bootstrapped =
+            setup::bootstrap_vault(&ctx.docker, &vault, vault_port, &ctx.session, schemas).await?;
+        ctx.done("vault bootstrap");
+        Ok(Some(bootstrapped))
     };
     // the registry (Confluent's stores its schemas in Kafka) and Connect need the broker
     let messaging = async {
         let (request, health) = recipes::kafka(&kafka_image, &ctx.session, kafka_port, grace);
-        let kafka = ctx.run(Service::Kafka, request, kafka_port, health).await?;
+        ctx.run(Service::Kafka, request, kafka_port, health).await?;
         let registry = async {
             let image = ctx.image(Service::SchemaRegistry)?;
             let (request, health) = recipes::schema_registry(image, &ctx.session, grace);
@@ -212,61 +221,30 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
             ctx.run(Service::KafkaConnect, request, connect_port, health)
                 .await
         };
-        let (registry, connect) = try_join(registry, connect).await?;
-        Ok::<_, StackError>((kafka, registry, connect))
+        let (_, connect) = try_join(registry, connect).await?;
+        Ok::<_, StackError>(connect)
     };
     let mongodb = async {
         let (request, health) = recipes::mongodb(ctx.image(Service::MongoDb)?, &ctx.session, grace);
         ctx.run(Service::MongoDb, request, mongo_port, health).await
     };
-    let vault = async {
-        if !settings.vault {
-            return Ok(None);
-        }
-        let (request, health) = recipes::vault(ctx.image(Service::Vault)?, grace);
-        ctx.run(Service::Vault, request, vault_port, health)
-            .await
-            .map(Some)
-    };
-    let (postgres, (kafka, registry, connect), mongodb, vault) =
-        try_join4(postgres, messaging, mongodb, vault).await?;
+    let (vault, connect, _) = try_join3(write_side, messaging, mongodb).await?;
+    // PostgreSQL and the registry are healthy by now: what the connectors read and write
+    setup::register_connectors(&ctx.docker, &connect, &ctx.session).await?;
+    ctx.done("connectors RUNNING");
 
-    let register = async {
-        setup::register_connectors(&ctx.docker, &connect, &ctx.session).await?;
-        ctx.done("connectors RUNNING");
-        Ok(())
-    };
-    let bootstrap = async {
-        let Some(v) = &vault else { return Ok(None) };
-        let settings =
-            setup::bootstrap_vault(&ctx.docker, v, &ctx.session, &settings.schemas).await?;
-        ctx.done("vault bootstrap");
-        Ok(Some(settings))
-    };
-    let ((), vault_settings) = match try_join(register, bootstrap).await {
-        Ok(done) => done,
-        Err(e) => {
-            // the clean-up of a failed start removes these too
-            if let Ok(mut launched) = ctx.launched.0.lock() {
-                launched.extend([postgres, kafka, registry, connect, mongodb]);
-                launched.extend(vault);
-            }
-            return Err(e);
-        }
-    };
-    let mut containers = BTreeMap::new();
-    for running in [postgres, kafka, registry, connect, mongodb]
+    let containers: BTreeMap<Service, Running> = ctx
+        .launched
+        .take()
         .into_iter()
-        .chain(vault)
-    {
-        containers.insert(running.service, running);
-    }
+        .map(|r| (r.service, r))
+        .collect();
     Ok(Started {
         session: ctx.session.clone(),
         network: ctx.network.clone(),
         kafka_flavor: kafka_image.flavor,
         containers,
-        vault: vault_settings,
+        vault,
         reaper: link,
         images: Vec::new(),
         started_in: Duration::ZERO,
