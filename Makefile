@@ -27,9 +27,20 @@ build: toolchain ## build every crate, example, test and bench
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-lint: toolchain ## rustfmt check and clippy with warnings as errors
+# After clippy (which downloads every dependency), nothing here needs the network but the
+# publish dry-run (the crates.io index):
+# - unused dependencies, per crate and in [workspace.dependencies]: cargo-shear, installed
+#   once at a pinned version into the tools directory (scripts/cargo-tool.sh);
+# - every published crate packaged and built as crates.io would see it, each against the
+#   others packaged alongside (`--workspace`, cargo 1.90+). No debug info, no incremental
+#   state: the dependencies' builds are then the workspace's own ([profile.dev.package."*"]),
+#   and it costs 1-3 min warm. `--allow-dirty`: a dry run of the work tree, not of a commit.
+lint: toolchain ## rustfmt check, clippy with warnings as errors, unused dependencies, publish dry-run
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	scripts/cargo-tool.sh shear --offline --deny-warnings
+	CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_INCREMENTAL=false \
+	  $(CARGO) publish --workspace --dry-run --allow-dirty
 
 docker-engine: ## a Docker engine that answers (installs Debian's docker.io and starts dockerd when none does)
 	@scripts/ensure-docker.sh
