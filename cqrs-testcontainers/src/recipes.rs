@@ -54,7 +54,12 @@ pub(crate) fn port(service: Service) -> u16 {
 
 /// The name (and network host name) of a service's container in a session.
 pub(crate) fn host(session: &str, service: Service) -> String {
-    format!("cqrs-tc-{}-{service}", &session[..8])
+    format!("cqrs-tc-{}-{service}", short(session))
+}
+
+/// The first 8 characters of a session (a UUID's hex digits): unique enough in names.
+pub(crate) fn short(session: &str) -> &str {
+    session.get(..8).unwrap_or(session)
 }
 
 /// The port Kafka's clients inside the network use: the upstream image has an INTERNAL

@@ -337,11 +337,14 @@ impl TestScope {
         let placement = Placement {
             name: format!(
                 "cqrs-tc-{}-sync-{}",
-                &session[..8],
+                recipes::short(&session),
                 self.schema.replace('_', "-")
             ),
             network: Some(inner.network.clone()),
-            ports: BTreeMap::from([(recipes::port(Service::SyncService), free_ports(1)?[0])]),
+            ports: free_ports(1)?
+                .into_iter()
+                .map(|host| (recipes::port(Service::SyncService), host))
+                .collect(),
             health: None,
             startup: inner.settings.startup_timeout,
             labels: vec![(SESSION_LABEL.to_owned(), session)],

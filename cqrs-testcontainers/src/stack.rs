@@ -191,7 +191,7 @@ impl CqrsStack {
         let _ = writeln!(
             err,
             "cqrs-testcontainers: stack {} up in {:.1}s on network {}",
-            &self.inner.session[..8],
+            recipes::short(&self.inner.session),
             self.inner.started_in.as_secs_f64(),
             self.inner.network
         );

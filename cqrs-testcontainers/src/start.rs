@@ -120,7 +120,7 @@ pub(crate) async fn start(settings: Settings) -> Result<Started, StackError> {
         checked.into_iter().map(|i| (i.service, i)).collect();
 
     let session = uuid::Uuid::new_v4().simple().to_string();
-    let network = format!("cqrs-tc-{}", &session[..8]);
+    let network = format!("cqrs-tc-{}", recipes::short(&session));
     docker
         .create_network(NetworkCreateRequest {
             name: network.clone(),
