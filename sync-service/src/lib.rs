@@ -102,6 +102,8 @@ mod http;
 mod testing;
 
 pub use dead_letter::{DeadLetter, DeadLetterError, Stage, Status};
+// The sources of `ServiceError::{Format, Registry}`.
+pub use decode::{RegistryConfigError, UnknownFormat};
 pub use embedded::RunningService;
 pub use service::{ServiceError, SyncService};
 pub use write::StoreError;

@@ -44,8 +44,7 @@ pub(crate) async fn connect_mongo(
         Some(vault) => {
             let handle = vault
                 .connect_mongo(base)
-                .await
-                .map_err(|e| ServiceError::Vault(e.to_string()))?;
+                .await?;
             let client = handle.client().clone();
             keep_alive.push(Box::new(handle));
             client
@@ -75,16 +74,10 @@ pub async fn build_pipeline(
 
 /// The decoder of `config`: the Schema Registry's when there is one, the default format.
 pub(crate) fn decoder(config: &SyncConfig) -> Result<Decoder, ServiceError> {
-    let format: Format = config
-        .kafka
-        .format
-        .parse()
-        .map_err(|e| ServiceError::Registry(format!("kafka.format: {e}")))?;
+    let format: Format = config.kafka.format.parse()?;
     Ok(match &config.schema_registry {
         Some(registry) => {
-            let registry = RegistryDecoder::new(&registry.url)
-                .map_err(|e| ServiceError::Registry(e.to_string()))?;
-            Decoder::new(registry)
+            Decoder::new(RegistryDecoder::new(&registry.url)?)
         }
         None => Decoder::without_registry(),
     }

@@ -13,7 +13,17 @@ use crate::envelope::Change;
 use crate::map::{ChildTableProjection, MongoWrite, Projections, TableProjection};
 use crate::metrics::Metrics;
 
-/// Why the service could not start or stopped with an error.
+/// Why the service could not start or stopped with an error. Each variant keeps the error
+/// it comes from as its [`source`](std::error::Error::source).
+///
+/// ```
+/// use std::error::Error as _;
+/// use sync_service::{ServiceError, UnknownFormat};
+///
+/// let e = ServiceError::from(UnknownFormat("xml".into()));
+/// assert!(e.to_string().starts_with("kafka.format: unknown format \"xml\""));
+/// assert!(e.source().is_some_and(|s| s.is::<UnknownFormat>()));
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ServiceError {
@@ -41,13 +51,16 @@ pub enum ServiceError {
     /// Dead-letter setup failed.
     #[error("dead letters: {0}")]
     DeadLetter(#[from] crate::dead_letter::DeadLetterError),
+    /// `kafka.format` names no format the decoder knows.
+    #[error("kafka.format: {0}")]
+    Format(#[from] crate::decode::UnknownFormat),
     /// The schema registry settings are unusable.
     #[error("schema registry: {0}")]
-    Registry(String),
+    Registry(#[from] crate::decode::RegistryConfigError),
     /// Vault could not provide the MongoDB settings.
     #[cfg(feature = "vault")]
     #[error("vault: {0}")]
-    Vault(String),
+    Vault(#[from] crate::config::vault::VaultSetupError),
     /// Rebuilds could not be set up (`[rebuild]`), or a rebuild step failed.
     #[error("{0}")]
     Rebuild(#[from] crate::rebuild::RebuildError),

@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 
+use cqrs_mongo::model::DELETED_FIELD;
+
 use super::{ConfigError, SyncConfig};
 
 /// Checks a SQL-side identifier (schema, table, column) taken from configuration:
@@ -235,7 +237,7 @@ pub(super) fn check(c: &SyncConfig) -> Result<(), ConfigError> {
         for (column, field) in &p.rename {
             field_name(column).map_err(at(&key(&format!("rename.{column}"))))?;
             field_name(field).map_err(at(&key(&format!("rename.{column}"))))?;
-            if field == "_id" || field.starts_with("_version") || field == "_deleted" {
+            if field == "_id" || field.starts_with("_version") || field == DELETED_FIELD {
                 return Err(ConfigError::key(
                     key(&format!("rename.{column}")),
                     format!("{field:?} is reserved"),

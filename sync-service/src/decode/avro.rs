@@ -30,10 +30,10 @@ pub fn split_wire_format(bytes: &[u8]) -> Result<(u32, &[u8]), WireFormatProblem
     }
 }
 
-/// An invalid registry configuration (bad URL, TLS setup).
+/// An invalid registry configuration (bad URL, TLS setup): the client's own error.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("invalid Schema Registry settings: {0}")]
-pub struct RegistryConfigError(pub String);
+pub struct RegistryConfigError(#[source] pub SRCError);
 
 /// Decodes Confluent wire-format Avro with schemas from the Schema Registry.
 ///
@@ -72,7 +72,7 @@ impl RegistryDecoder {
         let settings = SrSettings::new_builder(url.trim_end_matches('/').to_owned())
             .set_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| RegistryConfigError(e.to_string()))?;
+            .map_err(RegistryConfigError)?;
         Ok(Self::from_settings(settings))
     }
 
