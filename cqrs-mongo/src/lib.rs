@@ -43,7 +43,7 @@
 //! let acc = Account { id: "a-1".into(), owner: "ann".into(), balance: 10 };
 //! accounts.replace(&acc, SourceVersion::new(2)).await?;      // Applied
 //! accounts.replace(&acc, SourceVersion::new(1)).await?;      // Stale: older
-//! let found = accounts.get(&"a-1".to_string()).await?.expect("written");
+//! let found = accounts.get("a-1").await?.expect("written");
 //! assert_eq!(found.version, SourceVersion::new(2));
 //! let rich = accounts.find(&Query::new(Filter::gte("balance", 5))).await?;
 //! # Ok(()) }

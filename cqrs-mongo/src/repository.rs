@@ -7,7 +7,7 @@
 //! starts strictly after it, so documents inserted meanwhile never shift pages (no skips,
 //! no duplicates).
 
-use std::{fmt, marker::PhantomData, str::FromStr};
+use std::{borrow::Borrow, fmt, marker::PhantomData, str::FromStr};
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use bson::{Bson, Document, doc};
@@ -579,7 +579,11 @@ impl<M: MongoReadModel> Repository<M> {
         }
     }
 
-    fn id_bson(&self, id: &M::Id) -> Result<Bson> {
+    fn id_bson<Q>(&self, id: &Q) -> Result<Bson>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         bson::to_bson(id).map_err(|e| Error::Encode {
             collection: M::COLLECTION.to_string(),
             id: Some(format!("{id:?}")),
@@ -620,7 +624,24 @@ impl<M: MongoReadModel> Repository<M> {
     }
 
     /// The live document with this id, with its version.
-    pub async fn get(&self, id: &M::Id) -> Result<Option<Versioned<M>>> {
+    ///
+    /// `id` is the model's id or a borrowed form of it: `get("o-1")` for a `String` id.
+    ///
+    /// ```no_run
+    /// # use cqrs_mongo::{MongoReadModel, Repository};
+    /// # async fn demo<M: MongoReadModel<Id = String>>(orders: Repository<M>) -> cqrs_mongo::Result<()> {
+    /// if let Some(order) = orders.get("o-1").await? {
+    ///     println!("o-1 at {}", order.version);
+    /// }
+    /// let id = String::from("o-2");
+    /// let _same = orders.get(&id).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn get<Q>(&self, id: &Q) -> Result<Option<Versioned<M>>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         let id = self.id_bson(id)?;
         let found = self
             .collection()
@@ -633,7 +654,11 @@ impl<M: MongoReadModel> Repository<M> {
     }
 
     /// The stored version of a document, tombstones included (`None` if never written).
-    pub async fn version_of(&self, id: &M::Id) -> Result<Option<(SourceVersion, bool)>> {
+    pub async fn version_of<Q>(&self, id: &Q) -> Result<Option<(SourceVersion, bool)>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         let id = self.id_bson(id)?;
         let projection = doc! {
             self.fields.position.as_str(): 1,
@@ -831,12 +856,16 @@ impl<M: MongoReadModel> Repository<M> {
     }
 
     /// Guarded partial update (creating the document with just these fields if needed).
-    pub async fn patch(
+    pub async fn patch<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         version: SourceVersion,
         patch: Patch,
-    ) -> Result<WriteOutcome> {
+    ) -> Result<WriteOutcome>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         let id = self.id_bson(id)?;
         let set = patch.set.map_err(|message| Error::Encode {
             collection: M::COLLECTION.to_string(),
@@ -854,7 +883,11 @@ impl<M: MongoReadModel> Repository<M> {
     }
 
     /// Guarded delete: leaves a tombstone at `version`.
-    pub async fn delete(&self, id: &M::Id, version: SourceVersion) -> Result<WriteOutcome> {
+    pub async fn delete<Q>(&self, id: &Q, version: SourceVersion) -> Result<WriteOutcome>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         let id = self.id_bson(id)?;
         self.apply(ReadModelWrite::Delete {
             target: self.target(),
@@ -890,7 +923,11 @@ impl<M: MongoReadModel> Repository<M> {
         &self.fields
     }
 
-    pub(crate) fn encode_id(&self, id: &M::Id) -> Result<Bson> {
+    pub(crate) fn encode_id<Q>(&self, id: &Q) -> Result<Bson>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + fmt::Debug + Sync + ?Sized,
+    {
         self.id_bson(id)
     }
 }

@@ -12,10 +12,11 @@
 //! [`Repository::wait_for_version`] waits for the guard version itself (the source
 //! position), [`Repository::wait_until`] for any predicate.
 
-use std::time::Duration;
+use std::{borrow::Borrow, time::Duration};
 
 use bson::{Bson, Document, doc};
 use cqrs_core::{ConsistencyToken, SourceVersion};
+use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
@@ -66,18 +67,22 @@ impl<M: MongoReadModel> Repository<M> {
     /// # async fn demo<M: MongoReadModel<Id = String>>(repo: Repository<M>) -> cqrs_mongo::Result<()> {
     /// use std::time::Duration;
     /// use cqrs_core::SourceVersion;
-    /// match repo.wait_for_version(&"o-1".to_string(), SourceVersion::new(3), Duration::from_secs(2)).await? {
+    /// match repo.wait_for_version("o-1", SourceVersion::new(3), Duration::from_secs(2)).await? {
     ///     Waited::Document(doc) => println!("at {}", doc.version),
     ///     Waited::Deleted { .. } => println!("deleted"),
     /// }
     /// # Ok(()) }
     /// ```
-    pub async fn wait_for_version(
+    pub async fn wait_for_version<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         version: SourceVersion,
         timeout: Duration,
-    ) -> Result<Waited<M>> {
+    ) -> Result<Waited<M>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + std::fmt::Debug + Sync + ?Sized,
+    {
         self.wait_inner(id, version, timeout, |_| true).await
     }
 
@@ -123,16 +128,20 @@ impl<M: MongoReadModel> Repository<M> {
     /// # async fn demo<M: MongoReadModel<Id = String>>(summaries: Repository<M>) -> cqrs_mongo::Result<()> {
     /// let invoice: cqrs_core::ConsistencyToken = "Invoice:1:inv-9".parse().expect("token");
     /// let summary = summaries
-    ///     .wait_for_in(&"o-1".to_string(), &invoice, std::time::Duration::from_secs(2))
+    ///     .wait_for_in("o-1", &invoice, std::time::Duration::from_secs(2))
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn wait_for_in(
+    pub async fn wait_for_in<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         token: &ConsistencyToken,
         timeout: Duration,
-    ) -> Result<Waited<M>> {
+    ) -> Result<Waited<M>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + std::fmt::Debug + Sync + ?Sized,
+    {
         let key = origin_key(&token.aggregate_type, &token.aggregate_id);
         let wanted = SourceVersion::new(token.version);
         self.poll(id, wanted, timeout, |raw| {
@@ -161,12 +170,16 @@ impl<M: MongoReadModel> Repository<M> {
     ///     .await?;
     /// # Ok(()) }
     /// ```
-    pub async fn wait_until(
+    pub async fn wait_until<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         timeout: Duration,
         ready: impl Fn(&Versioned<M>) -> bool,
-    ) -> Result<Versioned<M>> {
+    ) -> Result<Versioned<M>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + std::fmt::Debug + Sync + ?Sized,
+    {
         match self
             .wait_inner(id, SourceVersion::ZERO, timeout, ready)
             .await?
@@ -182,13 +195,17 @@ impl<M: MongoReadModel> Repository<M> {
         }
     }
 
-    async fn wait_inner(
+    async fn wait_inner<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         wanted: SourceVersion,
         timeout: Duration,
         ready: impl Fn(&Versioned<M>) -> bool,
-    ) -> Result<Waited<M>> {
+    ) -> Result<Waited<M>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + std::fmt::Debug + Sync + ?Sized,
+    {
         let fields = self.fields().clone();
         self.poll(id, wanted, timeout, |raw| {
             let version = fields.read(raw, M::COLLECTION).ok();
@@ -204,13 +221,17 @@ impl<M: MongoReadModel> Repository<M> {
     /// version seen (for the timeout error). A tombstone that has reached is
     /// [`Waited::Deleted`] (unless waiting for version zero, where only live documents
     /// count).
-    async fn poll(
+    async fn poll<Q>(
         &self,
-        id: &M::Id,
+        id: &Q,
         wanted: SourceVersion,
         timeout: Duration,
         reached: impl Fn(&Document) -> (Option<SourceVersion>, bool),
-    ) -> Result<Waited<M>> {
+    ) -> Result<Waited<M>>
+    where
+        M::Id: Borrow<Q>,
+        Q: Serialize + std::fmt::Debug + Sync + ?Sized,
+    {
         let started = Instant::now();
         let deadline = started + timeout;
         let id_bson = self.encode_id(id)?;

@@ -87,10 +87,7 @@ async fn duplicates_are_noops() {
         WriteOutcome::Stale
     );
     let p = Patch::new().set("value", 9);
-    assert_eq!(
-        repo.patch(&"a".into(), v, p).await.unwrap(),
-        WriteOutcome::Stale
-    );
+    assert_eq!(repo.patch("a", v, p).await.unwrap(), WriteOutcome::Stale);
     let after = repo
         .physical()
         .await
@@ -100,15 +97,11 @@ async fn duplicates_are_noops() {
         .unwrap();
     assert_eq!(before, after);
     assert_eq!(
-        repo.delete(&"a".into(), SourceVersion::new(4))
-            .await
-            .unwrap(),
+        repo.delete("a", SourceVersion::new(4)).await.unwrap(),
         WriteOutcome::Applied
     );
     assert_eq!(
-        repo.delete(&"a".into(), SourceVersion::new(4))
-            .await
-            .unwrap(),
+        repo.delete("a", SourceVersion::new(4)).await.unwrap(),
         WriteOutcome::Stale
     );
 }
@@ -124,9 +117,7 @@ async fn delete_then_older_update_stays_deleted() {
         .await
         .unwrap();
     assert_eq!(
-        repo.delete(&"a".into(), SourceVersion::new(5))
-            .await
-            .unwrap(),
+        repo.delete("a", SourceVersion::new(5)).await.unwrap(),
         WriteOutcome::Applied
     );
     // Late arrivals: older create, update, patch.
@@ -138,7 +129,7 @@ async fn delete_then_older_update_stays_deleted() {
     );
     assert_eq!(
         repo.patch(
-            &"a".into(),
+            "a",
             SourceVersion::with_index(4, 7),
             Patch::new().set("value", 3)
         )
@@ -146,7 +137,7 @@ async fn delete_then_older_update_stays_deleted() {
         .unwrap(),
         WriteOutcome::Stale
     );
-    assert!(repo.get(&"a".into()).await.unwrap().is_none());
+    assert!(repo.get("a").await.unwrap().is_none());
     assert_eq!(repo.count(&cqrs_mongo::Filter::all()).await.unwrap(), 1);
     assert_eq!(repo.find(&Query::all()).await.unwrap().len(), 1);
     // The tombstone is there, with its version.
@@ -161,14 +152,12 @@ async fn delete_then_older_update_stays_deleted() {
     assert!(raw.get_bool("_deleted").unwrap());
     assert!(raw.get_datetime("_deleted_at").is_ok());
     assert_eq!(
-        repo.version_of(&"a".into()).await.unwrap(),
+        repo.version_of("a").await.unwrap(),
         Some((SourceVersion::new(5), true))
     );
     // A delete of a never-seen document also leaves a tombstone.
     assert_eq!(
-        repo.delete(&"ghost".into(), SourceVersion::new(9))
-            .await
-            .unwrap(),
+        repo.delete("ghost", SourceVersion::new(9)).await.unwrap(),
         WriteOutcome::Applied
     );
     assert_eq!(
@@ -184,7 +173,7 @@ async fn delete_then_older_update_stays_deleted() {
             .unwrap(),
         WriteOutcome::Applied
     );
-    let back = repo.get(&"a".into()).await.unwrap().unwrap();
+    let back = repo.get("a").await.unwrap().unwrap();
     assert_eq!(back.document.value, 7);
     let raw = repo
         .physical()
@@ -215,7 +204,7 @@ async fn concurrent_writers_never_regress_a_version() {
             let mut last = SourceVersion::ZERO;
             let mut observations = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Some(doc) = repo.get(&"hot".into()).await.unwrap() {
+                if let Some(doc) = repo.get("hot").await.unwrap() {
                     assert!(
                         doc.version >= last,
                         "version went from {last} to {}",
@@ -254,7 +243,7 @@ async fn concurrent_writers_never_regress_a_version() {
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     assert!(watcher.await.unwrap() > 0);
-    let doc = repo.get(&"hot".into()).await.unwrap().unwrap();
+    let doc = repo.get("hot").await.unwrap().unwrap();
     assert_eq!(doc.version, SourceVersion::new(150));
     assert_eq!(doc.document.value, 150);
 }
@@ -385,7 +374,7 @@ async fn documents_without_a_version_count_as_zero() {
         .await
         .unwrap();
     assert_eq!(
-        repo.get(&"legacy".into()).await.unwrap().unwrap().version,
+        repo.get("legacy").await.unwrap().unwrap().version,
         SourceVersion::ZERO
     );
     assert!(

@@ -45,9 +45,7 @@ async fn readers_of_the_view_never_see_a_deleted_row() {
     repo.replace(&item("b", 2), SourceVersion::new(1))
         .await
         .unwrap();
-    repo.delete(&"a".into(), SourceVersion::new(2))
-        .await
-        .unwrap();
+    repo.delete("a", SourceVersion::new(2)).await.unwrap();
 
     // A raw reader (a BI tool, mongosh) of the read model's name.
     let seen = all(&db, "items").await;
@@ -90,9 +88,7 @@ async fn tombstones_are_purged_after_the_retention() {
     repo.replace(&item("a", 1), SourceVersion::new(1))
         .await
         .unwrap();
-    repo.delete(&"a".into(), SourceVersion::new(2))
-        .await
-        .unwrap();
+    repo.delete("a", SourceVersion::new(2)).await.unwrap();
     let layout = short.layout(None, "items").await.unwrap();
     let ttl: Vec<Document> = short
         .default_database()
@@ -137,7 +133,7 @@ async fn a_plain_collection_is_migrated_without_a_rebuild() {
     let repo = db.mongo.repository::<Item>();
     // At start-up (the sync-service does it for every read model it writes).
     repo.ensure_indexes().await.unwrap();
-    let a = repo.get(&"a".into()).await.unwrap().unwrap();
+    let a = repo.get("a").await.unwrap().unwrap();
     assert_eq!((a.document.value, a.version), (1, SourceVersion::new(3)));
     assert_eq!(
         all(&db, "items").await.len(),

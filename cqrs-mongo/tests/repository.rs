@@ -378,7 +378,7 @@ async fn malformed_documents_are_errors_naming_the_field() {
         ("version", "_version"),
     ];
     for (id, field) in cases {
-        let err = repo.get(&id.to_string()).await.unwrap_err();
+        let err = repo.get(id).await.unwrap_err();
         match &err {
             Error::Decode {
                 collection,
@@ -532,11 +532,7 @@ async fn consistency_wait_returns_when_writer_catches_up_and_times_out_otherwise
         other => panic!("{other}"),
     }
     let err = repo
-        .wait_for_version(
-            &"nobody".into(),
-            SourceVersion::new(1),
-            Duration::from_millis(50),
-        )
+        .wait_for_version("nobody", SourceVersion::new(1), Duration::from_millis(50))
         .await
         .unwrap_err();
     assert!(
@@ -556,9 +552,7 @@ async fn consistency_wait_returns_when_writer_catches_up_and_times_out_otherwise
         Waited::Deleted { version } if version == SourceVersion::new(5)
     ));
     let v = repo
-        .wait_until(&"u".to_string(), Duration::from_secs(2), |d| {
-            d.document.value == 7
-        })
+        .wait_until("u", Duration::from_secs(2), |d| d.document.value == 7)
         .await;
     assert!(v.is_err());
 }
@@ -664,14 +658,14 @@ async fn token_waits_follow_aggregate_versions_not_source_positions() {
     .unwrap();
     let invoice: ConsistencyToken = "Invoice:2:inv.1".parse().unwrap();
     let doc = repo
-        .wait_for_in(&"t".to_string(), &invoice, Duration::from_secs(2))
+        .wait_for_in("t", &invoice, Duration::from_secs(2))
         .await
         .unwrap()
         .into_document()
         .unwrap();
     assert_eq!(doc.document.value, 30);
     assert!(
-        repo.wait_for_in(&"t".to_string(), &token, Duration::from_secs(1))
+        repo.wait_for_in("t", &token, Duration::from_secs(1))
             .await
             .is_ok(),
         "the Item entry stays"
