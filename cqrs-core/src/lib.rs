@@ -1,70 +1,4 @@
-//! # cqrs-core
-//!
-//! The storage-independent heart of a CQRS service: aggregates that decide events from
-//! commands, domain events with metadata, a command handler with optimistic concurrency,
-//! idempotent command ids and consistency tokens, upcasting of old event versions, an
-//! in-memory store, a given/when/then test kit, and the read-model and projection traits
-//! the read side implements.
-//!
-//! No I/O happens here. `cqrs-postgres` stores aggregates in PostgreSQL, `cqrs-mongo`
-//! keeps read models in MongoDB, and the `sync-service` projects Debezium change events
-//! between them.
-//!
-//! ```
-//! use cqrs_core::{Aggregate, CommandHandler, CommandMetadata, DomainEvent, InMemoryStore, PersistenceMode};
-//! use serde::{Deserialize, Serialize};
-//!
-//! #[derive(Debug, Default, Serialize, Deserialize)]
-//! struct Account { open: bool, balance: i64 }
-//!
-//! enum AccountCommand { Open, Deposit(i64) }
-//!
-//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-//! enum AccountEvent { Opened, Deposited { amount: i64 } }
-//!
-//! impl DomainEvent for AccountEvent {
-//!     fn event_type(&self) -> &'static str {
-//!         match self { AccountEvent::Opened => "AccountOpened", AccountEvent::Deposited { .. } => "MoneyDeposited" }
-//!     }
-//! }
-//!
-//! #[derive(Debug, PartialEq, thiserror::Error)]
-//! enum AccountError {
-//!     #[error("account is not open")] NotOpen,
-//!     #[error("amount must be positive")] NotPositive,
-//! }
-//!
-//! impl Aggregate for Account {
-//!     const TYPE: &'static str = "Account";
-//!     type Command = AccountCommand;
-//!     type Event = AccountEvent;
-//!     type Error = AccountError;
-//!
-//!     fn handle(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-//!         match command {
-//!             AccountCommand::Open => Ok(vec![AccountEvent::Opened]),
-//!             AccountCommand::Deposit(_) if !self.open => Err(AccountError::NotOpen),
-//!             AccountCommand::Deposit(n) if *n <= 0 => Err(AccountError::NotPositive),
-//!             AccountCommand::Deposit(n) => Ok(vec![AccountEvent::Deposited { amount: *n }]),
-//!         }
-//!     }
-//!
-//!     fn apply(&mut self, event: &AccountEvent) {
-//!         match event {
-//!             AccountEvent::Opened => self.open = true,
-//!             AccountEvent::Deposited { amount } => self.balance += amount,
-//!         }
-//!     }
-//! }
-//!
-//! # tokio::runtime::Runtime::new().unwrap().block_on(async {
-//! let handler = CommandHandler::new(InMemoryStore::<Account>::new(PersistenceMode::event_sourced()));
-//! handler.execute("acc-1", &AccountCommand::Open, CommandMetadata::new()).await.unwrap().unwrap();
-//! let outcome = handler.execute("acc-1", &AccountCommand::Deposit(10), CommandMetadata::new()).await.unwrap().unwrap();
-//! assert_eq!(outcome.version(), 2);
-//! assert_eq!(outcome.consistency_token().to_string(), "Account:2:acc-1");
-//! # });
-//! ```
+#![doc = include_str!("../README.md")]
 
 mod aggregate;
 pub mod backoff;
@@ -119,5 +53,24 @@ pub mod validate {
     /// ```
     pub fn aggregate_id(id: &str) -> Result<(), String> {
         crate::aggregate::validate_aggregate_id(id)
+    }
+}
+
+#[cfg(test)]
+mod readme {
+    /// The README's later examples include doc/readme_account.rs: it must stay the
+    /// aggregate the README shows in section 1.
+    #[test]
+    fn the_shared_aggregate_is_the_one_of_section_1() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## 1. Write an aggregate").expect("section 1")..];
+        let start = section.find("```rust\n").expect("a rust block") + "```rust\n".len();
+        let block = &section[start..start + section[start..].find("```\n").expect("its end")];
+        let shared: String = include_str!("../doc/readme_account.rs")
+            .lines()
+            .skip_while(|l| l.starts_with("//"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(shared, block, "doc/readme_account.rs differs from README.md section 1");
     }
 }
