@@ -486,6 +486,7 @@ async fn truncates_sweep_parents_and_children_by_their_own_versions() {
     w.apply(line(1, 2, 60, 2)).await.unwrap();
     w.apply(parent(2, 12, "b")).await.unwrap();
     w.apply(parent(3, 70, "c")).await.unwrap();
+    w.apply(line(3, 1, 71, 7)).await.unwrap(); // newer than the truncates: untouched
     w.apply(line(4, 1, 13, 4)).await.unwrap(); // children whose parent never came
 
     // The child table truncated at 50: older children go, parents stay.
@@ -522,7 +523,11 @@ async fn truncates_sweep_parents_and_children_by_their_own_versions() {
         (t.get_i64("_version").unwrap(), lines(&t)),
         (50, qty(&[(2, 2)]))
     );
-    assert!(visible(&db, 3).await.is_some());
+    let newer = visible(&db, 3).await.expect("newer than the floor");
+    assert_eq!(
+        (newer.get_i64("_version").unwrap(), lines(&newer)),
+        (70, qty(&[(1, 7)]))
+    );
     let pending = stored(&db, 4).await.unwrap();
     assert!(!pending.contains_key("_version"));
     assert_eq!(lines(&pending), qty(&[(2, 5)]));

@@ -126,7 +126,20 @@ impl<M: MongoReadModel> Write<M> {
     }
 
     /// Set some fields of child `key` of the map `field` of document `id` (creating it if
-    /// needed). A patch that removes fields is refused when the write is made.
+    /// needed). A patch that removes fields is refused.
+    ///
+    /// ```
+    /// use cqrs_mongo::Patch;
+    /// use cqrs_projection::Write;
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// # struct Order { #[serde(rename = "_id")] id: String }
+    /// # impl cqrs_core::ReadModel for Order { type Id = String; const COLLECTION: &'static str = "orders"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Order {}
+    /// let shipped = Write::<Order>::patch_child("o-1", "lines", "1", Patch::new().set("shipped", true));
+    /// assert!(shipped.is_ok());
+    /// let removing = Write::<Order>::patch_child("o-1", "lines", "1", Patch::new().unset("note"));
+    /// assert!(removing.is_err());
+    /// ```
     pub fn patch_child(
         id: impl Into<M::Id>,
         field: impl Into<String>,
@@ -149,6 +162,19 @@ impl<M: MongoReadModel> Write<M> {
 
     /// Remove child `key` of the map `field` of document `id` (its version stays, so an
     /// older change of it cannot bring it back).
+    ///
+    /// ```
+    /// use cqrs_core::{ReadModelWrite, SourceVersion};
+    /// use cqrs_projection::Write;
+    /// # #[derive(Debug, serde::Serialize, serde::Deserialize)]
+    /// # struct Order { #[serde(rename = "_id")] id: String }
+    /// # impl cqrs_core::ReadModel for Order { type Id = String; const COLLECTION: &'static str = "orders"; fn id(&self) -> String { self.id.clone() } }
+    /// # impl cqrs_mongo::MongoReadModel for Order {}
+    /// let w = Write::<Order>::delete_child("o-1", "lines", "2")
+    ///     .into_guarded(SourceVersion::new(9), None)
+    ///     .unwrap();
+    /// assert!(matches!(w.write, ReadModelWrite::Child { ref key, .. } if key == "2"));
+    /// ```
     pub fn delete_child(
         id: impl Into<M::Id>,
         field: impl Into<String>,

@@ -24,12 +24,30 @@ use std::time::{Duration, Instant};
 use bson::{Bson, Document, doc};
 use rand::Rng;
 use support::process::SyncProcess;
-use support::{Scenario, until};
+use support::{Running, Scenario, until};
+use sync_service::SyncService;
 
 const ORDERS: i32 = 400;
 const LINE_IDS: i32 = 3_000;
 const ROUNDS: i32 = 40;
 const CATCH_UP: Duration = Duration::from_secs(240);
+
+/// The `[[projection]]` sections: the orders, their lines and their tags.
+const PROJECTIONS: &str = r#"
+[[projection]]
+table = "{s}.orders"
+collection = "orders"
+
+[[projection]]
+table = "{s}.lines"
+collection = "orders"
+embed = { field = "lines", parent_key = ["order_id"] }
+
+[[projection]]
+table = "{s}.tags"
+collection = "orders"
+embed = { field = "tags", parent_key = ["order_id"] }
+"#;
 
 fn config_text(s: &Scenario) -> String {
     format!(
@@ -64,20 +82,7 @@ topic = "{dlq}"
 
 [http]
 listen = "{{listen}}"
-
-[[projection]]
-table = "{schema}.orders"
-collection = "orders"
-
-[[projection]]
-table = "{schema}.lines"
-collection = "orders"
-embed = {{ field = "lines", parent_key = ["order_id"] }}
-
-[[projection]]
-table = "{schema}.tags"
-collection = "orders"
-embed = {{ field = "tags", parent_key = ["order_id"] }}
+{projections}
 "#,
         kafka = s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
         group = s.group,
@@ -86,6 +91,7 @@ embed = {{ field = "tags", parent_key = ["order_id"] }}
         schema = s.schema,
         database = s.database,
         dlq = s.dlq_topic,
+        projections = PROJECTIONS.replace("{s}", &s.schema),
     )
 }
 
@@ -452,6 +458,63 @@ async fn children_and_parents_converge_to_the_join_after_sigkills() {
     assert_eq!(dead, 0, "dead letters: {dead}");
     service.assert_running();
     service.terminate();
+    s.cleanup().await;
+    guard.disarm();
+}
+
+/// A truncate of a child table removes the children and keeps the parents; a truncate of
+/// the parent table (cascading to the children) hides every order; what comes after shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn truncates_remove_children_or_parents_by_their_own_floors() {
+    let s = Scenario::new("children_trunc").await;
+    let guard = s.cleanup_guard();
+    create_tables(&s).await;
+    let running = Running::start(SyncService::new(s.config(PROJECTIONS)));
+    s.sql(
+        "INSERT INTO {s}.orders SELECT g, 'c' || g, 'new', g, 0, NULL, now()
+           FROM generate_series(1, 50) g;
+         INSERT INTO {s}.lines SELECT g, 1 + g % 50, 'sku', 1, 1.5, NULL
+           FROM generate_series(1, 200) g;
+         INSERT INTO {s}.tags SELECT g, 1, 'v' FROM generate_series(1, 50) g;",
+    )
+    .await;
+    let reconciled = |what: &'static str| {
+        let s = &s;
+        async move {
+            let want = expected(s).await;
+            until(what, Duration::from_secs(90), || compare(s, &want)).await
+        }
+    };
+    assert_eq!(reconciled("the seed").await, 50);
+
+    // The child table alone: the lines go, the orders and their tags stay.
+    s.sql("TRUNCATE {s}.lines; INSERT INTO {s}.lines VALUES (1000, 7, 'after', 2, 3.5, 'x');")
+        .await;
+    assert_eq!(reconciled("the lines truncated").await, 50);
+    let seven = s
+        .view_docs("orders")
+        .await
+        .into_iter()
+        .find(|d| d.get_i32("_id") == Ok(7))
+        .unwrap();
+    assert_eq!(
+        seven
+            .get_document("lines")
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["1000"]
+    );
+
+    // The parent table, cascading: every order hidden; a new one shows with its children.
+    s.sql(
+        "TRUNCATE {s}.orders CASCADE;
+         INSERT INTO {s}.orders VALUES (7, 'again', 'new', 1, 0, NULL, now());
+         INSERT INTO {s}.tags VALUES (7, 2, 'w');",
+    )
+    .await;
+    assert_eq!(reconciled("the orders truncated").await, 1);
+    running.stop().await;
     s.cleanup().await;
     guard.disarm();
 }

@@ -84,9 +84,12 @@ impl MongoClient {
                 .await
                 .map_err(|e| Error::mongo("delete", physical, None, e))?
                 .deleted_count;
-            let mut parents = older.clone();
-            parents.insert(CHILDREN_FIELD, doc! { "$exists": true });
-            parents.insert(fields.position.clone(), doc! { "$exists": true });
+            // Documents of children whose parent never came have no version: left alone.
+            let parents = doc! { "$and": [
+                older.clone(),
+                { CHILDREN_FIELD: { "$exists": true } },
+                { fields.position.as_str(): { "$exists": true } },
+            ] };
             let tombstone = doc! {
                 fields.position.as_str(): position,
                 fields.index.as_str(): index,

@@ -170,6 +170,20 @@ impl Projections {
 
     /// Adds a declarative child projection: its truncates remove the children of its
     /// field, never the parents.
+    ///
+    /// ```
+    /// use sync_service::config::TableMapping;
+    /// use sync_service::map::{ChildTableProjection, Projections};
+    ///
+    /// let mapping: TableMapping = toml::from_str(r#"
+    ///     table = "shop.order_lines"
+    ///     collection = "orders"
+    ///     embed = { field = "lines", parent_key = ["order_id"] }
+    /// "#).unwrap();
+    /// let mut projections = Projections::default();
+    /// projections.add_children(ChildTableProjection::new(&mapping, "read").unwrap());
+    /// assert!(projections.has_table("shop.order_lines"));
+    /// ```
     pub fn add_children(&mut self, projection: ChildTableProjection) {
         let scope = projection.truncate_scope();
         self.insert(Arc::new(projection), Some(scope));
@@ -178,6 +192,12 @@ impl Projections {
     /// Adds an erased projection of a child table (`cqrs_projection::children`) whose
     /// truncates remove the children of `scope` (`children_scope` of the parents'
     /// collection and the children field), never the parents.
+    /// `SyncService::with_child_projection` is the usual way in.
+    ///
+    /// ```ignore
+    /// let scope = children_scope(&Target::collection("orders"), "lines");
+    /// projections.add_child_change(cqrs_projection::children("shop.order_lines", OrderLines), scope);
+    /// ```
     pub fn add_child_change(&mut self, projection: Arc<dyn ChangeProjection>, scope: Target) {
         self.insert(projection, Some(scope));
     }

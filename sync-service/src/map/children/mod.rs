@@ -71,6 +71,17 @@ pub fn split_children_scope(scope: &Target) -> Option<(Target, String)> {
 
 /// The floor scope of a write: its collection, or for a child write the collection's
 /// children of that field (a truncate of the child table must not touch the parents).
+///
+/// ```
+/// use cqrs_core::{ChildChange, ReadModelWrite, SourceVersion, Target};
+/// use sync_service::map::floor_scope;
+///
+/// let w: cqrs_mongo::MongoWrite = ReadModelWrite::Child {
+///     target: Target::collection("orders"), id: 7.into(), field: "lines".into(),
+///     key: "3".into(), version: SourceVersion::new(1), change: ChildChange::Delete,
+/// };
+/// assert_eq!(floor_scope(&w).collection, "orders$lines");
+/// ```
 pub fn floor_scope(write: &MongoWrite) -> Target {
     match write {
         ReadModelWrite::Child { target, field, .. } => children_scope(target, field),
@@ -100,6 +111,12 @@ pub fn versioned_id(write: &MongoWrite) -> Bson {
 }
 
 /// The [`versioned_id`] of child `key` of parent `id`.
+///
+/// ```
+/// use sync_service::map::{split_versioned_id, versioned_child_id};
+/// let id = versioned_child_id(7.into(), "3".into());
+/// assert_eq!(split_versioned_id(&id), Some((7.into(), "3".to_owned())));
+/// ```
 pub fn versioned_child_id(id: Bson, key: String) -> Bson {
     Bson::Document(bson::doc! { "_id": id, "key": key })
 }
