@@ -117,6 +117,15 @@ impl Running {
         self.ports.get(&port).copied().unwrap_or(port)
     }
 
+    /// Lets the container outlive its handle (the reaper, which removes itself).
+    pub fn detach(mut self) {
+        // without a drop, testcontainers does not remove it; the handle's memory is all
+        // that is lost
+        if let Some(holder) = self.holder.take() {
+            std::mem::forget(holder);
+        }
+    }
+
     /// Removes the container now and waits until it is gone.
     pub async fn remove(mut self) {
         if let Some(holder) = self.holder.take() {

@@ -140,7 +140,27 @@ pub(crate) async fn start(settings: Settings) -> Result<Started, StackError> {
         launched: Launched::default(),
         images,
     };
-    match bring_up(&ctx, &settings, reaped).await {
+    let started = async {
+        let reaper = if reaped {
+            Some(start_reaper(&ctx, free_ports(1)?.into_iter().next().unwrap_or(0)).await?)
+        } else {
+            None
+        };
+        match bring_up(&ctx, &settings).await {
+            Ok(started) => Ok(Started { reaper, ..started }),
+            Err(e) => {
+                if let Some((running, link)) = reaper {
+                    // the reaper stays (testcontainers would remove it with its handle) and
+                    // removes, once the link is gone, what the failed start could not: a
+                    // container whose creation was under way when the start gave up
+                    running.detach();
+                    drop(link);
+                }
+                Err(e)
+            }
+        }
+    };
+    match started.await {
         Ok(mut started) => {
             started.images = ctx.images.into_values().collect();
             started.started_in = t0.elapsed();
@@ -157,10 +177,9 @@ pub(crate) async fn start(settings: Settings) -> Result<Started, StackError> {
     }
 }
 
-async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<Started, StackError> {
-    let ports = free_ports(7)?;
+async fn bring_up(ctx: &Context, settings: &Settings) -> Result<Started, StackError> {
+    let ports = free_ports(6)?;
     let &[
-        reaper_port,
         pg_port,
         kafka_port,
         registry_port,
@@ -170,11 +189,6 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
     ] = ports.as_slice()
     else {
         return Err(StackError::Config("fewer free ports than services".into()));
-    };
-    let link = if reaped {
-        Some(start_reaper(ctx, reaper_port).await?)
-    } else {
-        None
     };
     let grace = ctx.timeout;
     let kafka_image = ctx.image(Service::Kafka)?.clone();
@@ -245,7 +259,7 @@ async fn bring_up(ctx: &Context, settings: &Settings, reaped: bool) -> Result<St
         kafka_flavor: kafka_image.flavor,
         containers,
         vault,
-        reaper: link,
+        reaper: None,
         images: Vec::new(),
         started_in: Duration::ZERO,
         timeline: Vec::new(),
