@@ -94,4 +94,5 @@ demo: toolchain infrastructure-up ## order -> stock -> invoice -> payment -> das
 	$(CARGO) run -p cqrs-examples --bin demo
 
 bench: toolchain infrastructure-up ## run the benchmark harnesses (figures go to BENCHMARKS.md by hand)
+	@scripts/ensure-valgrind.sh
 	$(CARGO) bench --workspace
