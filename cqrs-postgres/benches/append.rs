@@ -7,6 +7,12 @@
 //! and a load, pipelined in one round trip by both variants). Clients: 1, 8 and 32 concurrent tasks; each variant runs in 6
 //! alternating slices to even out drift on a shared machine.
 //!
+//! The peer, in the same run: `cqrs-es` with `postgres-es` (the most used Rust CQRS crates),
+//! same aggregate, same 2 events per command, same PostgreSQL, a pool of the same size
+//! (sqlx, 32), its tables in a schema of their own. It does less work per command: its
+//! event store writes the 2 event rows only (no outbox, no idempotency receipt, no
+//! aggregates row), in one transaction after loading the aggregate's events.
+//!
 //! Run: `cargo bench -p cqrs-toolkit-postgres --bench append` (needs the PostgreSQL of `.env`;
 //! `BENCH_SECONDS=<n>` sets the length of one slice, default 1.5; `BENCH_CLIENTS=8,32` picks
 //! the concurrency levels).
@@ -240,12 +246,122 @@ impl Baseline {
 }
 
 // ---------------------------------------------------------------------------------------
+// The peer: cqrs-es + postgres-es, the same aggregate.
+
+mod peer {
+    use cqrs_es::{Aggregate, DomainEvent, EventSink};
+    use serde::{Deserialize, Serialize};
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+    use super::{AlreadyOpen, Open};
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    pub struct Account {
+        owner: Option<String>,
+        balance: i64,
+    }
+
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub enum AccountEvent {
+        Opened { owner: String },
+        Deposited { amount: i64 },
+    }
+
+    impl DomainEvent for AccountEvent {
+        fn event_type(&self) -> String {
+            match self {
+                AccountEvent::Opened { .. } => "AccountOpened".into(),
+                AccountEvent::Deposited { .. } => "MoneyDeposited".into(),
+            }
+        }
+
+        fn event_version(&self) -> String {
+            "1".into()
+        }
+    }
+
+    impl Aggregate for Account {
+        const TYPE: &'static str = "Account";
+        type Command = Open;
+        type Event = AccountEvent;
+        type Error = AlreadyOpen;
+        type Services = ();
+
+        async fn handle(
+            &mut self,
+            command: Open,
+            _services: &(),
+            sink: &EventSink<Self>,
+        ) -> Result<(), AlreadyOpen> {
+            if self.owner.is_some() {
+                return Err(AlreadyOpen);
+            }
+            sink.write(
+                AccountEvent::Opened {
+                    owner: command.owner,
+                },
+                self,
+            )
+            .await;
+            sink.write(
+                AccountEvent::Deposited {
+                    amount: command.initial,
+                },
+                self,
+            )
+            .await;
+            Ok(())
+        }
+
+        fn apply(&mut self, event: AccountEvent) {
+            match event {
+                AccountEvent::Opened { owner } => self.owner = Some(owner),
+                AccountEvent::Deposited { amount } => self.balance += amount,
+            }
+        }
+    }
+
+    pub type Framework = postgres_es::PostgresCqrs<Account>;
+
+    /// postgres-es's tables (its `db/init.sql`) in `schema`, and the framework on a pool of
+    /// 32 whose connections use that schema.
+    pub async fn framework(url: &str, schema: &str, setup: &tokio_postgres::Client) -> Framework {
+        setup
+            .batch_execute(&format!(
+                "CREATE SCHEMA {schema};
+                 CREATE TABLE {schema}.events (
+                   aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+                   sequence bigint CHECK (sequence >= 0) NOT NULL, event_type text NOT NULL,
+                   event_version text NOT NULL, payload json NOT NULL, metadata json NOT NULL,
+                   PRIMARY KEY (aggregate_type, aggregate_id, sequence));
+                 CREATE TABLE {schema}.snapshots (
+                   aggregate_type text NOT NULL, aggregate_id text NOT NULL,
+                   last_sequence bigint CHECK (last_sequence >= 0) NOT NULL,
+                   current_snapshot bigint CHECK (current_snapshot >= 0) NOT NULL,
+                   payload json NOT NULL,
+                   PRIMARY KEY (aggregate_type, aggregate_id, last_sequence));"
+            ))
+            .await
+            .expect("postgres-es tables");
+        let options: PgConnectOptions = url.parse().expect("DATABASE_URL for sqlx");
+        let options = options.options([("search_path", schema)]);
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .connect_with(options)
+            .await
+            .expect("sqlx pool");
+        postgres_es::postgres_cqrs(pool, Vec::new(), ())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // The harness.
 
 #[derive(Clone, Copy, PartialEq)]
 enum Variant {
     Library,
     Baseline,
+    Peer,
 }
 
 struct Sample {
@@ -261,6 +377,7 @@ async fn run(
     duration: Duration,
     handler: &Arc<CommandHandler<Account, PostgresStore<Account>>>,
     baseline: &Arc<Baseline>,
+    peer: &Arc<peer::Framework>,
 ) -> Sample {
     let started = Instant::now();
     let cpu_before = process_cpu_us();
@@ -269,6 +386,7 @@ async fn run(
     for _ in 0..clients {
         let handler = Arc::clone(handler);
         let baseline = Arc::clone(baseline);
+        let peer = Arc::clone(peer);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(4096);
             while Instant::now() < deadline {
@@ -287,6 +405,7 @@ async fn run(
                             .expect("domain");
                     }
                     Variant::Baseline => baseline.execute(&id, &command).await,
+                    Variant::Peer => peer.execute(&id, command).await.expect("postgres-es"),
                 }
                 latencies.push(t.elapsed().as_micros() as u64);
             }
@@ -417,6 +536,10 @@ async fn bench(slice: Duration, smoke: bool) {
         PostgresStore::<Account>::new(&pool, PersistenceMode::event_sourced()).expect("store");
     let handler = Arc::new(CommandHandler::new(store));
     let baseline = Arc::new(Baseline::new(&pool));
+    let peer_schema = format!("{schema}_es");
+    let peer = Arc::new(
+        peer::framework(&url, &peer_schema, &*pool.get().await.expect("connection")).await,
+    );
 
     println!(
         "cqrs-postgres append benchmark: PostgreSQL {version}, pool of 32, new aggregate per command, \
@@ -424,7 +547,7 @@ async fn bench(slice: Duration, smoke: bool) {
         slice.as_secs_f64()
     );
     println!(
-        "{:>7}  {:<9} {:>10} {:>9} {:>9} {:>17}",
+        "{:>7}  {:<11} {:>8} {:>9} {:>9} {:>17}",
         "clients", "variant", "cmds/s", "p50 ms", "p99 ms", "client CPU us/cmd"
     );
     let levels: Vec<usize> = std::env::var("BENCH_CLIENTS")
@@ -434,51 +557,72 @@ async fn bench(slice: Duration, smoke: bool) {
     for clients in levels {
         // Warm-up: opens the connections and prepares the statements on them.
         let warm = Duration::from_millis(if smoke { 100 } else { 700 });
-        run(Variant::Library, clients, warm, &handler, &baseline).await;
-        run(Variant::Baseline, clients, warm, &handler, &baseline).await;
+        for variant in [Variant::Library, Variant::Baseline, Variant::Peer] {
+            run(variant, clients, warm, &handler, &baseline, &peer).await;
+        }
 
-        let (mut lib, mut base) = (Vec::new(), Vec::new());
-        let mut ratios = Vec::new();
+        let (mut lib, mut base, mut es) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut base_ratios, mut peer_ratios) = (Vec::new(), Vec::new());
         for round in 0..ROUNDS {
-            // Alternate which goes first, so neither always runs on a warmer/colder server,
-            // and pair the slices so that drift on the shared machine cancels out.
-            let order = if round % 2 == 0 {
-                [Variant::Library, Variant::Baseline]
-            } else {
-                [Variant::Baseline, Variant::Library]
-            };
-            let mut pair = [0.0f64; 2];
+            // Rotate which goes first, so none always runs on a warmer/colder server, and
+            // pair the slices so that drift on the shared machine cancels out.
+            let mut order = [Variant::Library, Variant::Baseline, Variant::Peer];
+            order.rotate_left(round % 3);
+            let mut rates = [0.0f64; 3];
             for variant in order {
-                let sample = run(variant, clients, slice, &handler, &baseline).await;
+                let sample = run(variant, clients, slice, &handler, &baseline, &peer).await;
                 let rate = sample.commands as f64 / sample.elapsed.as_secs_f64();
                 match variant {
                     Variant::Library => {
-                        pair[0] = rate;
+                        rates[0] = rate;
                         lib.push(sample);
                     }
                     Variant::Baseline => {
-                        pair[1] = rate;
+                        rates[1] = rate;
                         base.push(sample);
+                    }
+                    Variant::Peer => {
+                        rates[2] = rate;
+                        es.push(sample);
                     }
                 }
             }
-            ratios.push(pair[1] / pair[0] - 1.0);
+            base_ratios.push(rates[1] / rates[0] - 1.0);
+            peer_ratios.push(rates[0] / rates[2] - 1.0);
         }
-        ratios.sort_by(f64::total_cmp);
-        let median_ratio = (ratios[(ratios.len() - 1) / 2] + ratios[ratios.len() / 2]) / 2.0;
-        let (lib, base) = (merge(lib), merge(base));
-        for (name, f) in [("library", &lib), ("baseline", &base)] {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0
+        };
+        let (median_ratio, peer_ratio) = (median(base_ratios), median(peer_ratios));
+        let (lib, base, es) = (merge(lib), merge(base), merge(es));
+        for (name, f) in [("library", &lib), ("baseline", &base), ("postgres-es", &es)] {
             println!(
-                "{clients:>7}  {name:<9} {:>10.0} {:>9.2} {:>9.2} {:>17.0}",
+                "{clients:>7}  {name:<11} {:>8.0} {:>9.2} {:>9.2} {:>17.0}",
                 f.per_second, f.p50_ms, f.p99_ms, f.cpu_us_per_command
             );
         }
         println!(
-            "{clients:>7}  overhead  throughput {:+.1}% (median of {ROUNDS} paired slices {:+.1}%)   p50 {:+.1}%   p99 {:+.1}%",
+            "{clients:>7}  overhead against the baseline: throughput {:+.1}% (median of {ROUNDS} paired slices {:+.1}%)   p50 {:+.1}%   p99 {:+.1}%",
             (base.per_second / lib.per_second - 1.0) * 100.0,
             median_ratio * 100.0,
             (lib.p50_ms / base.p50_ms - 1.0) * 100.0,
             (lib.p99_ms / base.p99_ms - 1.0) * 100.0,
+        );
+        println!(
+            "{clients:>7}  library against postgres-es: throughput {:+.1}% (median of {ROUNDS} paired slices {:+.1}%)   p50 {:+.1}%",
+            (lib.per_second / es.per_second - 1.0) * 100.0,
+            peer_ratio * 100.0,
+            (lib.p50_ms / es.p50_ms - 1.0) * 100.0,
+        );
+        println!(
+            "{clients:>7}  targets: within 10% of the baseline (median paired): {}; at least as fast as postgres-es: {}",
+            if median_ratio <= 0.10 {
+                "met"
+            } else {
+                "MISSED"
+            },
+            if peer_ratio >= 0.0 { "met" } else { "MISSED" },
         );
     }
 
@@ -498,7 +642,10 @@ async fn bench(slice: Duration, smoke: bool) {
     };
     println!("rows written: {} events, {} outbox", counts.0, counts.1);
     client
-        .batch_execute(&format!("DROP SCHEMA {} CASCADE", pool.schema().quoted()))
+        .batch_execute(&format!(
+            "DROP SCHEMA {} CASCADE; DROP SCHEMA {peer_schema} CASCADE",
+            pool.schema().quoted()
+        ))
         .await
-        .expect("drop the bench schema");
+        .expect("drop the bench schemas");
 }
