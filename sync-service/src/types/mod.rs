@@ -607,16 +607,27 @@ fn struct_document(
     mut unavailable: Option<&mut Vec<String>>,
 ) -> Result<Document, TypeError> {
     let mut doc = Document::new();
-    for (name, value) in values {
+    for (i, (name, value)) in values.iter().enumerate() {
         if let Some(list) = unavailable.as_deref_mut()
             && is_unavailable(value)
         {
             list.push(name.clone());
             continue;
         }
-        let field_schema =
-            fields.and_then(|fs| fs.iter().find(|f| &f.name == name).map(|f| &f.schema));
-        let field_path = join(path, name);
+        // Values come in the schema's order: the field at the same place is the one,
+        // unless the shapes differ (then search).
+        let field_schema = fields.and_then(|fs| {
+            fs.get(i)
+                .filter(|f| &f.name == name)
+                .or_else(|| fs.iter().find(|f| &f.name == name))
+                .map(|f| &f.schema)
+        });
+        // The path only names a field in errors: a row's own fields borrow their name.
+        let field_path = if path.is_empty() {
+            std::borrow::Cow::Borrowed(name.as_str())
+        } else {
+            std::borrow::Cow::Owned(join(path, name))
+        };
         let converted = match field_schema {
             Some(fs) => convert(value, Some(fs), options, &field_path)?,
             None => natural(value),
