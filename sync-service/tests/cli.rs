@@ -291,11 +291,17 @@ fn rebuild_names_what_it_cannot_rebuild_and_reports_status() {
     // Not a collection of the mappings: the plan names the fix.
     let (ok, _, err) = run(&["nope"]);
     assert!(!ok);
-    assert!(err.contains("no [[projection]] writes read model \"nope\""), "{err}");
+    assert!(
+        err.contains("no [[projection]] writes read model \"nope\""),
+        "{err}"
+    );
     // A known read model, but no signal connection configured: refused before anything.
     let (ok, _, err) = run(&["orders"]);
     assert!(!ok);
-    assert!(err.contains("rebuild.signal_database_url is not set"), "{err}");
+    assert!(
+        err.contains("rebuild.signal_database_url is not set"),
+        "{err}"
+    );
     // Never rebuilt: --status says so.
     let (ok, _, err) = run(&["orders", "--status"]);
     assert!(!ok);

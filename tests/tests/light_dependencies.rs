@@ -54,12 +54,18 @@ fn a_projection_crate_builds_without_kafka_http_or_telemetry() {
         "cqrs-toolkit-mongo",
         "cqrs-toolkit-core",
     ] {
-        assert!(crates.contains(&expected), "{expected} missing from:\n{tree}");
+        assert!(
+            crates.contains(&expected),
+            "{expected} missing from:\n{tree}"
+        );
     }
     let found: Vec<&str> = crates
         .iter()
         .copied()
         .filter(|c| FORBIDDEN.contains(c))
         .collect();
-    assert!(found.is_empty(), "heavy dependencies in a projection crate: {found:?}\n{tree}");
+    assert!(
+        found.is_empty(),
+        "heavy dependencies in a projection crate: {found:?}\n{tree}"
+    );
 }

@@ -557,7 +557,10 @@ async fn every_column_type_matches_postgres_field_by_field() {
     // Readers of the read model's name never see it.
     let visible = s.view_docs("all_types").await;
     assert_eq!(visible.len(), all.len() - 1, "{visible:?}");
-    assert!(visible.iter().all(|d| d.get("_deleted").is_none()), "{visible:?}");
+    assert!(
+        visible.iter().all(|d| d.get("_deleted").is_none()),
+        "{visible:?}"
+    );
 
     service.stop().await;
     // Nothing was dead-lettered: every value of every change converted.

@@ -92,7 +92,10 @@ impl OutboxProjection for LastCredits {
     fn aggregate_type(&self) -> &str {
         Wallet::TYPE
     }
-    fn project(&self, e: &OutboxChange<Credited>) -> Result<Vec<Write<LastCredit>>, ProjectionError> {
+    fn project(
+        &self,
+        e: &OutboxChange<Credited>,
+    ) -> Result<Vec<Write<LastCredit>>, ProjectionError> {
         let id = e.event.aggregate_id.clone();
         Ok(vec![Write::upsert(LastCredit {
             id,
@@ -168,7 +171,11 @@ impl StateProjection for AccountBalances {
     }
     fn project(&self, c: &StateChange<Wallet>) -> Result<Vec<Write<Account>>, ProjectionError> {
         let patch = Patch::new().set("balance", c.state.balance);
-        Ok(vec![Write::scoped_patch(c.aggregate_id.clone(), "wallet", patch)])
+        Ok(vec![Write::scoped_patch(
+            c.aggregate_id.clone(),
+            "wallet",
+            patch,
+        )])
     }
 }
 
@@ -236,25 +243,53 @@ async fn typed_projections_from_state_events_and_outbox_with_token_waits() {
 
     // State-stored: the token of the last command is waited for on the wallet's document,
     // which CDC guards by WAL positions, not by the aggregate version.
-    wallets.execute(&id, &30, CommandMetadata::new()).await.unwrap().unwrap();
-    let done = wallets.execute(&id, &12, CommandMetadata::new()).await.unwrap().unwrap();
+    wallets
+        .execute(&id, &30, CommandMetadata::new())
+        .await
+        .unwrap()
+        .unwrap();
+    let done = wallets
+        .execute(&id, &12, CommandMetadata::new())
+        .await
+        .unwrap()
+        .unwrap();
     let token = done.consistency_token().clone();
     assert_eq!(token.version, 2);
-    let view = document(mongo.repository::<WalletView>().wait_for(&token, WAIT).await.unwrap());
-    assert_eq!(view, WalletView { id: id.clone(), balance: 42 });
+    let view = document(
+        mongo
+            .repository::<WalletView>()
+            .wait_for(&token, WAIT)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        view,
+        WalletView {
+            id: id.clone(),
+            balance: 42
+        }
+    );
 
     // A token handed over as text (from another service), then one the read side has not
     // reached: the timeout names the last version of the aggregate it saw.
     let text = token.to_string();
     let parsed: ConsistencyToken = text.parse().unwrap();
-    assert!(mongo.repository::<WalletView>().wait_for(&parsed, WAIT).await.is_ok());
+    assert!(
+        mongo
+            .repository::<WalletView>()
+            .wait_for(&parsed, WAIT)
+            .await
+            .is_ok()
+    );
     let ahead = ConsistencyToken::new(Wallet::TYPE, &id, 5);
     match mongo
         .repository::<WalletView>()
         .wait_for(&ahead, Duration::from_millis(500))
         .await
     {
-        Err(MongoError::WaitTimeout { wanted, last_seen, .. }) => {
+        Err(MongoError::WaitTimeout {
+            wanted, last_seen, ..
+        }) => {
             assert_eq!(wanted.position, 5);
             assert_eq!(last_seen.map(|v| v.position), Some(2));
         }
@@ -262,7 +297,13 @@ async fn typed_projections_from_state_events_and_outbox_with_token_waits() {
     }
 
     // Outbox events, typed payload: the same token, through the outbox topic.
-    let credit = document(mongo.repository::<LastCredit>().wait_for(&token, WAIT).await.unwrap());
+    let credit = document(
+        mongo
+            .repository::<LastCredit>()
+            .wait_for(&token, WAIT)
+            .await
+            .unwrap(),
+    );
     assert_eq!(credit.amount, 12);
 
     // Event-sourced, with an upcast: an event stored in version 1 (written by an older
@@ -281,15 +322,25 @@ async fn typed_projections_from_state_events_and_outbox_with_token_waits() {
     let account = document(accounts.wait_for(&old, WAIT).await.unwrap());
     assert_eq!(
         account.last_posted,
-        Some(Money { cents: 500, currency: "EUR".into() })
+        Some(Money {
+            cents: 500,
+            currency: "EUR".into()
+        })
     );
-    let posted = ledgers.execute(&id, &700, CommandMetadata::new()).await.unwrap().unwrap();
+    let posted = ledgers
+        .execute(&id, &700, CommandMetadata::new())
+        .await
+        .unwrap()
+        .unwrap();
     let ledger_token = posted.consistency_token().clone();
     assert_eq!(ledger_token.version, 2);
     let account = document(accounts.wait_for(&ledger_token, WAIT).await.unwrap());
     assert_eq!(
         account.last_posted,
-        Some(Money { cents: 700, currency: "CHF".into() })
+        Some(Money {
+            cents: 700,
+            currency: "CHF".into()
+        })
     );
     // Multi-source: the same document also reflects the wallet, each source with its own
     // version, each token waited for on it.
@@ -308,7 +359,9 @@ async fn typed_projections_from_state_events_and_outbox_with_token_waits() {
     ))
     .await;
     let letters = until("the two dead letters", WAIT, || async {
-        let pending = dlq::list(&s.config(""), &Selection::default()).await.unwrap();
+        let pending = dlq::list(&s.config(""), &Selection::default())
+            .await
+            .unwrap();
         if pending.len() >= 2 {
             Ok(pending)
         } else {
