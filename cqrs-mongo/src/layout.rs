@@ -419,6 +419,40 @@ impl MongoClient {
         self.reload_layout(&layout.database, name).await
     }
 
+    /// Drops `collection`, a version of read model `name` that a cancelled rebuild left,
+    /// unless it is the live version or a rebuild under way builds it again; tells whether
+    /// it dropped it. Writers that had not re-read the layout when the rebuild was cancelled
+    /// write to that version once more, and MongoDB creates it again on their first write:
+    /// called once they all have re-read it, this removes what they wrote.
+    ///
+    /// ```no_run
+    /// # async fn demo(mongo: cqrs_mongo::MongoClient) -> cqrs_mongo::Result<()> {
+    /// let cancelled = mongo.layout(None, "orders").await?.building;
+    /// mongo.cancel_rebuild(None, "orders").await?;
+    /// // ... once every writer has re-read the layout:
+    /// if let Some(version) = cancelled {
+    ///     mongo.drop_abandoned(None, "orders", &version).await?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn drop_abandoned(
+        &self,
+        database: Option<&str>,
+        name: &str,
+        collection: &str,
+    ) -> Result<bool> {
+        let layout = self.ensure_layout(database, name).await?;
+        if layout.live == collection || layout.building.as_deref() == Some(collection) {
+            return Ok(false);
+        }
+        self.database(Some(&layout.database))
+            .collection::<Document>(collection)
+            .drop()
+            .await
+            .map_err(|e| Error::mongo("drop", collection, None, e))?;
+        Ok(true)
+    }
+
     /// Drops the version the last rebuild replaced.
     pub async fn drop_previous(&self, database: Option<&str>, name: &str) -> Result<Layout> {
         let layout = self.ensure_layout(database, name).await?;

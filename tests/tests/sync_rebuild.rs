@@ -361,3 +361,111 @@ async fn a_signalled_snapshot_restores_lost_documents_and_never_revives_deleted_
     guard.disarm();
     s.cleanup().await;
 }
+
+/// A rebuild cancelled while it runs drops the version being built, for good: the running
+/// service stops writing to it (no orphan comes back), the live version keeps serving and
+/// following PostgreSQL, and the rebuild started again completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_rebuild_leaves_the_live_version_alone_and_starts_again() {
+    let s = Scenario::new("rbcancel").await;
+    let guard = s.cleanup_guard();
+    s.sql(
+        "CREATE TABLE {s}.items (id int PRIMARY KEY, name text NOT NULL, qty int NOT NULL);
+         INSERT INTO {s}.items SELECT g, 'n' || g, g % 7 FROM generate_series(1, 2000) g;
+         ANALYZE {s}.items;",
+    )
+    .await;
+    let service = Running::start(SyncService::new(config(&s, V1)));
+    wait_equal(&s, false, "v1 to match PostgreSQL").await;
+
+    let admin = config(&s, V1);
+    let rebuilds = Rebuilds::connect(&admin).await.unwrap();
+    let plan = RebuildPlan::from_config(&admin, "items", None).unwrap();
+    let first = rebuilds.start(&plan).await.unwrap();
+    // Live changes go to both versions meanwhile.
+    s.sql("UPDATE {s}.items SET name = 'during' WHERE id <= 50")
+        .await;
+    until("the snapshot to be signalled", WAIT, || async {
+        let r = rebuilds
+            .advance(&rebuilds.get("items", None).await.unwrap().unwrap())
+            .await
+            .unwrap();
+        match r.state {
+            RebuildState::Settling => Err(format!("{:?}", r.state)),
+            RebuildState::Switched => panic!("switched before the cancel: {r:?}"),
+            _ => Ok(()),
+        }
+    })
+    .await;
+    let cancelled = rebuilds.cancel("items", None).await.unwrap().unwrap();
+    assert_eq!(cancelled.state, RebuildState::Cancelled, "{cancelled:?}");
+
+    // More live changes after the cancel: they reach the live version only.
+    s.sql("UPDATE {s}.items SET name = 'after' WHERE id > 1950")
+        .await;
+    wait_equal(
+        &s,
+        false,
+        "the live version to follow PostgreSQL after the cancel",
+    )
+    .await;
+    let registry = s
+        .mongo
+        .database(&s.database)
+        .collection::<Document>("_read_models");
+    let layout = registry
+        .find_one(doc! { "_id": "items" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(layout.get_str("live"), Ok("items__v1"), "{layout}");
+    assert!(layout.get("building").is_none(), "{layout}");
+    let names = s
+        .mongo
+        .database(&s.database)
+        .list_collection_names()
+        .await
+        .unwrap();
+    assert!(
+        !names.contains(&first.building),
+        "the cancelled version {} came back: {names:?}",
+        first.building
+    );
+
+    // Started again, it completes and the view switches to it.
+    let again = rebuilds.start(&plan).await.unwrap();
+    assert_ne!(
+        again.signal_id, first.signal_id,
+        "a new attempt, not the cancelled one"
+    );
+    let switched = until(
+        "the new attempt to switch",
+        Duration::from_secs(240),
+        || async {
+            let r = rebuilds
+                .advance(&rebuilds.get("items", None).await.unwrap().unwrap())
+                .await
+                .unwrap();
+            match r.state {
+                RebuildState::Switched => Ok(r),
+                RebuildState::Failed | RebuildState::Cancelled => panic!("rebuild ended: {r:?}"),
+                _ => Err(format!("{:?}, {} rows", r.state, r.rows)),
+            }
+        },
+    )
+    .await;
+    wait_equal(&s, false, "the rebuilt version to match PostgreSQL").await;
+    let layout = registry
+        .find_one(doc! { "_id": "items" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        layout.get_str("live"),
+        Ok(switched.building.as_str()),
+        "{layout}"
+    );
+    service.stop().await;
+    guard.disarm();
+    s.cleanup().await;
+}

@@ -563,8 +563,9 @@ impl Rebuilds {
     }
 
     /// Stops the snapshot of read model `name`'s running rebuild and drops the version
-    /// being built; the live version never changed. Needs `rebuild.signal_database_url`
-    /// unless the snapshot was not signalled yet.
+    /// being built; the live version never changed. Returns after `[rebuild] settle_ms`,
+    /// once the running services have stopped writing to the dropped version. Needs
+    /// `rebuild.signal_database_url` unless the snapshot was not signalled yet.
     pub async fn cancel(
         &self,
         name: &str,
@@ -584,9 +585,17 @@ impl Rebuilds {
         self.mongo
             .cancel_rebuild(Some(&record.database), &record.read_model)
             .await?;
-        self.transition(&record, RebuildState::Cancelled, doc! {})
-            .await
-            .map(Some)
+        let cancelled = self
+            .transition(&record, RebuildState::Cancelled, doc! {})
+            .await?;
+        // Running services write to the version being built until they re-read the
+        // layout, and MongoDB creates it again on their first write: once they all have
+        // (`settle_ms`, as when a rebuild begins), drop what they wrote.
+        tokio::time::sleep(self.config.rebuild.settle()).await;
+        self.mongo
+            .drop_abandoned(Some(&record.database), &record.read_model, &record.building)
+            .await?;
+        Ok(Some(cancelled))
     }
 
     /// Drops the version a switch replaced.
