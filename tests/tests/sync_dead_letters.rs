@@ -325,14 +325,23 @@ async fn a_write_refused_by_mongodb_holds_back_the_later_changes_of_its_row() {
     })
     .await;
 
-    // One transaction: the first update takes a@x (refused by the index: user 1 keeps it),
-    // the second would succeed on its own. User 1 changes too, on a column the index does
-    // not cover (its key may sit in another partition, consumed in any relative order).
+    // The first update takes a@x (refused by the index: user 1 keeps it). It is applied
+    // alone: two changes of one row in one batch are written as their final state, which
+    // would not conflict.
+    s.sql("UPDATE {s}.users SET email = 'a@x' WHERE id = 2;")
+        .await;
+    until("the refused write dead-lettered", WAIT, || async {
+        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        (pending.len() == 1)
+            .then_some(())
+            .ok_or(format!("{pending:?}"))
+    })
+    .await;
+    // The next change of user 2 would succeed on its own: it waits behind the refused one.
+    // User 1 changes too, on a column the index does not cover (its key may sit in another
+    // partition, consumed in any relative order).
     s.sql(
-        "BEGIN;
-         UPDATE {s}.users SET email = 'a@x' WHERE id = 2;
-         UPDATE {s}.users SET email = 'c@x' WHERE id = 2;
-         COMMIT;
+        "UPDATE {s}.users SET email = 'c@x' WHERE id = 2;
          UPDATE {s}.users SET name = 'uno' WHERE id = 1;",
     )
     .await;
