@@ -71,6 +71,9 @@ mod readme {
             .skip_while(|l| l.starts_with("//"))
             .map(|l| format!("{l}\n"))
             .collect();
-        assert_eq!(shared, block, "doc/readme_account.rs differs from README.md section 1");
+        assert_eq!(
+            shared, block,
+            "doc/readme_account.rs differs from README.md section 1"
+        );
     }
 }

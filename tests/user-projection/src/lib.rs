@@ -88,7 +88,10 @@ impl EventProjection for BookLoansProjection {
     type Aggregate = Loan;
     type Model = BookLoans;
 
-    fn project(&self, e: &EventChange<LoanEvent>) -> Result<Vec<Write<BookLoans>>, ProjectionError> {
+    fn project(
+        &self,
+        e: &EventChange<LoanEvent>,
+    ) -> Result<Vec<Write<BookLoans>>, ProjectionError> {
         Ok(match e.payload() {
             LoanEvent::Lent { book } => vec![Write::patch(
                 book.clone(),
@@ -126,7 +129,9 @@ mod tests {
             EventMetadata::for_command(&CommandMetadata::new(), "Loan", "l-9", 1, "Lent", 1);
         let event = EventChange::new(EventEnvelope {
             metadata,
-            payload: LoanEvent::Lent { book: "Dune".into() },
+            payload: LoanEvent::Lent {
+                book: "Dune".into(),
+            },
         });
         let writes = BookLoansProjection.project(&event).unwrap();
         assert!(matches!(&writes[0], Write::Patch { id, .. } if id == "Dune"));
