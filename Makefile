@@ -27,8 +27,9 @@ build: toolchain ## build every crate, example, test and bench
 fmt: ## format the code
 	$(CARGO) fmt --all
 
-# After clippy (which downloads every dependency), nothing here needs the network but the
-# publish dry-run (the crates.io index):
+# Clippy downloads the dependencies of this platform only; `cargo fetch` gets those of every
+# platform, which `cargo metadata` (run by cargo-shear, offline) needs on a fresh machine.
+# After it, nothing here needs the network but the publish dry-run (the crates.io index):
 # - unused dependencies, per crate and in [workspace.dependencies]: cargo-shear, installed
 #   once at a pinned version into the tools directory (scripts/cargo-tool.sh);
 # - every published crate packaged and built as crates.io would see it, each against the
@@ -38,6 +39,7 @@ fmt: ## format the code
 lint: toolchain ## rustfmt check, clippy with warnings as errors, unused dependencies, publish dry-run
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
+	$(CARGO) fetch --quiet
 	scripts/cargo-tool.sh shear --offline --deny-warnings
 	CARGO_PROFILE_DEV_DEBUG=false CARGO_PROFILE_DEV_INCREMENTAL=false \
 	  $(CARGO) publish --workspace --dry-run --allow-dirty
