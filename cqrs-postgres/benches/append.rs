@@ -43,7 +43,9 @@ struct Account {
     balance: i64,
 }
 
-struct Open {
+/// The command of every variant: open a new account with a first deposit. `pub`: the
+/// peer module's public aggregate names it.
+pub struct Open {
     owner: String,
     initial: i64,
 }
@@ -64,8 +66,9 @@ impl DomainEvent for AccountEvent {
 }
 
 #[derive(Debug, thiserror::Error)]
+/// The only refusal (`pub` for the same reason).
 #[error("account already open")]
-struct AlreadyOpen;
+pub struct AlreadyOpen;
 
 impl Aggregate for Account {
     const TYPE: &'static str = "Account";
@@ -249,7 +252,8 @@ impl Baseline {
 // The peer: cqrs-es + postgres-es, the same aggregate.
 
 mod peer {
-    use cqrs_es::{Aggregate, DomainEvent, EventSink};
+    use cqrs_es::event_sink::EventSink;
+    use cqrs_es::{Aggregate, DomainEvent};
     use serde::{Deserialize, Serialize};
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
@@ -537,9 +541,8 @@ async fn bench(slice: Duration, smoke: bool) {
     let handler = Arc::new(CommandHandler::new(store));
     let baseline = Arc::new(Baseline::new(&pool));
     let peer_schema = format!("{schema}_es");
-    let peer = Arc::new(
-        peer::framework(&url, &peer_schema, &*pool.get().await.expect("connection")).await,
-    );
+    let peer =
+        Arc::new(peer::framework(&url, &peer_schema, &pool.get().await.expect("connection")).await);
 
     println!(
         "cqrs-postgres append benchmark: PostgreSQL {version}, pool of 32, new aggregate per command, \
