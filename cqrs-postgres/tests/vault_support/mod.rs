@@ -10,7 +10,7 @@ use std::time::Duration;
 use cqrs_core::{Aggregate, CommandHandler, CommandMetadata, DomainEvent, PersistenceMode};
 use cqrs_postgres::vault::VaultPgPool;
 use cqrs_postgres::{PostgresConfig, PostgresStore, TlsMode};
-use cqrs_vault::testkit::{LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
+use cqrs_test_support::vault::{LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
 use cqrs_vault::{Auth, LeaseOptions, RetryOptions, VaultClient, VaultConfig};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
