@@ -477,17 +477,7 @@ fn merge(samples: Vec<Sample>) -> Figures {
 }
 
 fn database_url() -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return url;
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix("DATABASE_URL=").map(str::to_owned))
-        })
-        .expect("DATABASE_URL is neither set nor in .env")
+    cqrs_test_support::env::require("DATABASE_URL")
 }
 
 fn main() {

@@ -1,5 +1,5 @@
-//! Shared test support: a real PostgreSQL (from `DATABASE_URL` or the repository's
-//! `.env`), one random schema per test dropped at the end, and a test aggregate.
+//! Shared test support: a real PostgreSQL (`DATABASE_URL` of the environment, `.env.local`
+//! or `.env`), one random schema per test dropped at the end, and a test aggregate.
 //!
 //! A missing server FAILS the test with a clear message: these tests never skip.
 #![allow(dead_code)]
@@ -13,19 +13,10 @@ use cqrs_postgres::{PgPool, PoolOptions, PostgresConfig, SchemaName};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The admin URL of the development database.
+/// The admin URL of the development database (panics naming .env, .env.local and the
+/// environment when none of them sets it).
 pub fn database_url() -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return url;
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("DATABASE_URL is not set and {path} cannot be read: {e}"));
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("DATABASE_URL="))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .next()
-        .unwrap_or_else(|| panic!("DATABASE_URL is neither set nor in {path}"))
+    cqrs_test_support::env::require("DATABASE_URL")
 }
 
 /// `host:port` of the URL, for messages (never the credentials).
@@ -79,10 +70,13 @@ impl TestDb {
         let pool = PgPool::new(&config).expect("the pool must build");
         if let Err(e) = pool.check().await {
             panic!(
-                "\n\nPostgreSQL is NOT reachable at {} (DATABASE_URL from the environment or .env): {e}\n\
+                "\n\nPostgreSQL is NOT reachable at {} (DATABASE_URL from the {}): {e}\n\
                  These tests need the real server and never skip. Start the stack with \
                  `make infrastructure-up` (docker/stack.sh up) and run them again.\n\n",
-                server_address(&url)
+                server_address(&url),
+                cqrs_test_support::env::stack()
+                    .source("DATABASE_URL")
+                    .map_or_else(|| "?".to_owned(), |source| source.to_string())
             );
         }
         TestDb {
