@@ -23,21 +23,9 @@ use cqrs_mongo::{
     },
 };
 
+/// MONGODB_URI of the environment, `.env.local` or `.env`, else the stack's default.
 fn mongo_uri() -> String {
-    if let Ok(uri) = std::env::var("MONGODB_URI")
-        && !uri.is_empty()
-    {
-        return uri;
-    }
-    let env_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    std::fs::read_to_string(env_file)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .filter_map(|l| l.trim().strip_prefix("MONGODB_URI="))
-                .map(|v| v.trim().to_string())
-                .next()
-        })
+    cqrs_test_support::env::stack_env("MONGODB_URI")
         .unwrap_or_else(|| "mongodb://127.0.0.1:27017/?directConnection=true".to_string())
 }
 

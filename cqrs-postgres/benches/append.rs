@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use cqrs_core::{Aggregate, CommandHandler, CommandMetadata, DomainEvent, PersistenceMode};
+use cqrs_core::{CommandHandler, CommandMetadata, PersistenceMode};
 use cqrs_postgres::{PgPool, PostgresConfig, PostgresStore};
-use serde::{Deserialize, Serialize};
+use cqrs_test_support::account::{Account, AccountCommand};
 use serde_json::json;
 use tokio_postgres::types::ToSql;
 use uuid::Uuid;
@@ -35,65 +35,16 @@ use uuid::Uuid;
 const ROUNDS: usize = 6;
 
 // ---------------------------------------------------------------------------------------
-// The aggregate.
+// The aggregate: the workspace's test `Account` (cqrs-test-support). Its `Open` names the
+// owner and deposits the initial amount: `AccountOpened` v1 and `MoneyDeposited` v2,
+// `{"Opened": {"owner": ..}}` and `{"Deposited": {"amount_cents": ..}}`. The baseline writes
+// exactly those rows and the peer decides the same two events.
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Account {
-    owner: Option<String>,
-    balance: i64,
-}
-
-/// The command: open an account with a first deposit (public: the peer's aggregate names it).
-pub struct Open {
-    owner: String,
-    initial: i64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum AccountEvent {
-    Opened { owner: String },
-    Deposited { amount: i64 },
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            AccountEvent::Opened { .. } => "AccountOpened",
-            AccountEvent::Deposited { .. } => "MoneyDeposited",
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("account already open")]
-/// The only refusal.
-pub struct AlreadyOpen;
-
-impl Aggregate for Account {
-    const TYPE: &'static str = "Account";
-    type Command = Open;
-    type Event = AccountEvent;
-    type Error = AlreadyOpen;
-
-    fn handle(&self, command: &Open) -> Result<Vec<AccountEvent>, AlreadyOpen> {
-        if self.owner.is_some() {
-            return Err(AlreadyOpen);
-        }
-        Ok(vec![
-            AccountEvent::Opened {
-                owner: command.owner.clone(),
-            },
-            AccountEvent::Deposited {
-                amount: command.initial,
-            },
-        ])
-    }
-
-    fn apply(&mut self, event: &AccountEvent) {
-        match event {
-            AccountEvent::Opened { owner } => self.owner = Some(owner.clone()),
-            AccountEvent::Deposited { amount } => self.balance += amount,
-        }
+/// The owner and first deposit of the command every variant runs.
+fn open_command() -> AccountCommand {
+    AccountCommand::Open {
+        owner: "bench".to_owned(),
+        initial: 100,
     }
 }
 
@@ -134,16 +85,19 @@ impl Baseline {
             ),
             insert_events: format!(
                 "INSERT INTO {s}.events (aggregate_type, aggregate_id, sequence, event_id, event_type, event_version, payload, metadata, occurred_at) \
-                 VALUES ($1, $2, 1, $3, $4, 1, $5, $6, $7), ($1, $2, 2, $8, $9, 1, $10, $11, $12)"
+                 VALUES ($1, $2, 1, $3, $4, 1, $5, $6, $7), ($1, $2, 2, $8, $9, 2, $10, $11, $12)"
             ),
             insert_outbox: format!(
                 "INSERT INTO {s}.outbox (id, aggregatetype, aggregateid, type, payload, sequence, event_version, occurred_at, correlation_id, causation_id) \
-                 VALUES ($1, $2, $3, $4, $5, 1, 1, $6, $7, $7), ($8, $2, $3, $9, $10, 2, 1, $11, $7, $7)"
+                 VALUES ($1, $2, $3, $4, $5, 1, 1, $6, $7, $7), ($8, $2, $3, $9, $10, 2, 2, $11, $7, $7)"
             ),
         }
     }
 
-    async fn execute(&self, aggregate_id: &str, command: &Open) {
+    async fn execute(&self, aggregate_id: &str, command: &AccountCommand) {
+        let AccountCommand::Open { owner, initial } = command else {
+            panic!("the bench runs AccountCommand::Open only");
+        };
         let command_id = Uuid::now_v7();
         let client = self.pool.get().await.expect("connection");
         let find = client.prepare_cached(&self.find).await.expect("prepare");
@@ -171,18 +125,18 @@ impl Baseline {
         // Decide and build the rows by hand.
         let now = Utc::now();
         let (id1, id2) = (Uuid::now_v7(), Uuid::now_v7());
-        let p1 = json!({"Opened": {"owner": command.owner}});
-        let p2 = json!({"Deposited": {"amount": command.initial}});
+        let p1 = json!({"Opened": {"owner": owner}});
+        let p2 = json!({"Deposited": {"amount_cents": initial}});
         let meta = json!({"correlation_id": command_id, "causation_id": command_id});
-        let event_meta = |id: Uuid, ty: &str, seq: u64| {
-            json!({"event_id": id, "event_type": ty, "event_version": 1, "aggregate_type": "Account",
+        let event_meta = |id: Uuid, ty: &str, version: u32, seq: u64| {
+            json!({"event_id": id, "event_type": ty, "event_version": version, "aggregate_type": "Account",
                    "aggregate_id": aggregate_id, "sequence": seq, "occurred_at": now,
                    "correlation_id": command_id, "causation_id": command_id})
         };
         let receipt = json!({
             "command_id": command_id, "aggregate_type": "Account", "aggregate_id": aggregate_id,
             "version": 2,
-            "events": [event_meta(id1, "AccountOpened", 1), event_meta(id2, "MoneyDeposited", 2)],
+            "events": [event_meta(id1, "AccountOpened", 1, 1), event_meta(id2, "MoneyDeposited", 2, 2)],
             "consistency_token": {"aggregate_type": "Account", "aggregate_id": aggregate_id, "version": 2},
             "processed_at": now,
         });
@@ -248,7 +202,8 @@ impl Baseline {
 }
 
 // ---------------------------------------------------------------------------------------
-// The peer: cqrs-es + postgres-es, the same aggregate.
+// The peer: cqrs-es + postgres-es, the same aggregate (cqrs-es's traits, so a copy of the
+// Account's state and events; the command and the error are the shared ones).
 
 mod peer {
     use cqrs_es::event_sink::EventSink;
@@ -256,7 +211,7 @@ mod peer {
     use serde::{Deserialize, Serialize};
     use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-    use super::{AlreadyOpen, Open};
+    use cqrs_test_support::account::{AccountCommand, AccountError};
 
     #[derive(Debug, Default, Serialize, Deserialize)]
     pub struct Account {
@@ -267,7 +222,7 @@ mod peer {
     #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
     pub enum AccountEvent {
         Opened { owner: String },
-        Deposited { amount: i64 },
+        Deposited { amount_cents: i64 },
     }
 
     impl DomainEvent for AccountEvent {
@@ -279,36 +234,36 @@ mod peer {
         }
 
         fn event_version(&self) -> String {
-            "1".into()
+            match self {
+                AccountEvent::Opened { .. } => "1".into(),
+                AccountEvent::Deposited { .. } => "2".into(),
+            }
         }
     }
 
     impl Aggregate for Account {
         const TYPE: &'static str = "Account";
-        type Command = Open;
+        type Command = AccountCommand;
         type Event = AccountEvent;
-        type Error = AlreadyOpen;
+        type Error = AccountError;
         type Services = ();
 
         async fn handle(
             &mut self,
-            command: Open,
+            command: AccountCommand,
             _services: &(),
             sink: &EventSink<Self>,
-        ) -> Result<(), AlreadyOpen> {
+        ) -> Result<(), AccountError> {
+            let AccountCommand::Open { owner, initial } = command else {
+                panic!("the bench runs AccountCommand::Open only");
+            };
             if self.owner.is_some() {
-                return Err(AlreadyOpen);
+                return Err(AccountError::AlreadyOpen);
             }
-            sink.write(
-                AccountEvent::Opened {
-                    owner: command.owner,
-                },
-                self,
-            )
-            .await;
+            sink.write(AccountEvent::Opened { owner }, self).await;
             sink.write(
                 AccountEvent::Deposited {
-                    amount: command.initial,
+                    amount_cents: initial,
                 },
                 self,
             )
@@ -319,7 +274,7 @@ mod peer {
         fn apply(&mut self, event: AccountEvent) {
             match event {
                 AccountEvent::Opened { owner } => self.owner = Some(owner),
-                AccountEvent::Deposited { amount } => self.balance += amount,
+                AccountEvent::Deposited { amount_cents } => self.balance += amount_cents,
             }
         }
     }
@@ -394,10 +349,7 @@ async fn run(
             let mut latencies = Vec::with_capacity(4096);
             while Instant::now() < deadline {
                 let id = Uuid::now_v7().to_string();
-                let command = Open {
-                    owner: "bench".to_owned(),
-                    initial: 100,
-                };
+                let command = open_command();
                 let t = Instant::now();
                 match variant {
                     Variant::Library => {
@@ -476,17 +428,7 @@ fn merge(samples: Vec<Sample>) -> Figures {
 }
 
 fn database_url() -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return url;
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.trim().strip_prefix("DATABASE_URL=").map(str::to_owned))
-        })
-        .expect("DATABASE_URL is neither set nor in .env")
+    cqrs_test_support::env::require("DATABASE_URL")
 }
 
 fn main() {

@@ -6,12 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Account, TestDb};
+use common::TestDb;
 use cqrs_core::{AggregateStore, PersistenceMode, StoreError};
 use cqrs_postgres::{
     Credentials, PgPool, PoolOptions, PostgresConfig, PostgresError, PostgresStore, RoleName,
     SchemaName, Secret, SwappableCredentials,
 };
+use cqrs_test_support::account::Account;
 
 #[tokio::test]
 async fn invalid_schema_names_are_rejected_before_any_sql() {

@@ -3,12 +3,13 @@
 
 mod common;
 
-use common::{Account, AccountCommand, TestDb, random_name};
+use common::{TestDb, random_name};
 use cqrs_core::{CommandHandler, CommandMetadata, PersistenceMode};
 use cqrs_postgres::{
     PgPool, PostgresConfig, PostgresError, PostgresStore, RoleName, RoleOutcome, Secret,
     ServiceRole,
 };
+use cqrs_test_support::account::{Account, AccountCommand};
 
 /// A pool logged in as `role` with `password`, on `schema`.
 fn pool_as(db: &TestDb, role: &str, password: &str, schema: &str) -> PgPool {

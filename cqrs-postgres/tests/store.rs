@@ -7,12 +7,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Account, AccountCommand, AccountEvent, TestDb};
+use common::TestDb;
 use cqrs_core::{
     Aggregate, AggregateStore, CommandError, CommandHandler, CommandMetadata, Commit,
     PersistenceMode, RetryPolicy, StoreError, TraceContext, Upcasters,
 };
 use cqrs_postgres::PostgresStore;
+use cqrs_test_support::account::{Account, AccountCommand, AccountError, AccountEvent};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -520,10 +521,7 @@ async fn state_stored_writes_state_and_outbox_but_no_events() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        refused.unwrap_err(),
-        common::AccountError::InsufficientFunds
-    );
+    assert_eq!(refused.unwrap_err(), AccountError::InsufficientFunds);
     assert_eq!(db.count("processed_commands").await, 2);
 
     // Outbox off: state only.

@@ -12,8 +12,9 @@ use cqrs_saga::{Command, Handled, RunnerConfig, RunnerStats, Saga, SagaHandler, 
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+/// A stack endpoint (environment, then `.env.local`, then `.env`), else the stack's default.
 fn env(key: &str, default: &str) -> String {
-    std::env::var(key).unwrap_or_else(|_| default.to_owned())
+    cqrs_test_support::env::stack_env(key).unwrap_or_else(|| default.to_owned())
 }
 
 fn database_url() -> String {

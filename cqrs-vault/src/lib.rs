@@ -7,8 +7,6 @@ mod error;
 mod kv;
 mod lease;
 mod metrics;
-#[cfg(feature = "testkit")]
-pub mod testkit;
 
 pub use client::{TokenInfo, VaultClient};
 pub use config::{Auth, RetryOptions, SecretSource, VaultConfig};

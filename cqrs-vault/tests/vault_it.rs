@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cqrs_vault::testkit::{FlakyProxy, LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
+use cqrs_test_support::vault::{FlakyProxy, LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
 use cqrs_vault::{
     Auth, DatabaseLease, KvOptions, KvSecret, LeaseOptions, RetryOptions, SecretSource,
     VaultClient, VaultConfig, VaultError,

@@ -62,45 +62,9 @@ const DELETE_CHUNK: u64 = 500;
 // ---------------------------------------------------------------------------------------
 // Environment.
 
-struct Env {
-    values: HashMap<String, String>,
-}
-
-impl Env {
-    fn load() -> Self {
-        let root = workspace_root();
-        let mut values = HashMap::new();
-        for file in [".env", ".env.local"] {
-            if let Ok(text) = std::fs::read_to_string(root.join(file)) {
-                for line in text.lines() {
-                    let line = line.trim();
-                    if line.starts_with('#') {
-                        continue;
-                    }
-                    if let Some((k, v)) = line.split_once('=') {
-                        values.insert(k.trim().to_owned(), v.trim().trim_matches('"').to_owned());
-                    }
-                }
-            }
-        }
-        for (k, v) in values.iter_mut() {
-            if let Ok(env) = std::env::var(k) {
-                *v = env;
-            }
-        }
-        Env { values }
-    }
-
-    fn get(&self, key: &str) -> &str {
-        self.values
-            .get(key)
-            .unwrap_or_else(|| panic!("{key} missing from .env and the environment"))
-    }
-}
-
-fn workspace_root() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+/// The stack's endpoints: environment, then `.env.local`, then `.env` (`require` panics
+/// naming them when a key is missing).
+type Env = cqrs_test_support::env::StackEnv;
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -464,7 +428,7 @@ async fn wait_and_drain(env: &Env, topic: &str, expected: u64) -> Drain {
 fn kafka_consumer(env: &Env) -> rdkafka::ClientConfig {
     let mut config = rdkafka::ClientConfig::new();
     config
-        .set("bootstrap.servers", env.get("KAFKA_BOOTSTRAP_SERVERS"))
+        .set("bootstrap.servers", env.require("KAFKA_BOOTSTRAP_SERVERS"))
         .set("group.id", format!("bench-drain-{}", short_id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
@@ -714,9 +678,9 @@ topic = "{group}.dlq"
 listen = ""
 {projections}
 "#,
-            kafka = self.env.get("KAFKA_BOOTSTRAP_SERVERS"),
-            registry = self.env.get("SCHEMA_REGISTRY_URL"),
-            mongo = self.env.get("MONGODB_URI"),
+            kafka = self.env.require("KAFKA_BOOTSTRAP_SERVERS"),
+            registry = self.env.require("SCHEMA_REGISTRY_URL"),
+            mongo = self.env.require("MONGODB_URI"),
             group = self.group,
             database = self.database,
             workers = self.workers,
@@ -818,8 +782,8 @@ impl Sink {
         database: &str,
         collection: &str,
     ) -> Self {
-        let url = env.get("KAFKA_CONNECT_URL").to_owned();
-        let registry = env.get("SCHEMA_REGISTRY_URL");
+        let url = env.require("KAFKA_CONNECT_URL").to_owned();
+        let registry = env.require("SCHEMA_REGISTRY_URL");
         let config = serde_json::json!({
             "name": name,
             "config": {
@@ -828,7 +792,7 @@ impl Sink {
                 "batch.size": BATCH.to_string(),
                 "delete.enabled": "true",
                 "topics": topic,
-                "mongodb.connection.string": java_uri(env.get("MONGODB_URI")),
+                "mongodb.connection.string": java_uri(env.require("MONGODB_URI")),
                 "sink.database": database,
                 "collection.name.format": collection,
                 "key.converter": "io.confluent.connect.avro.AvroConverter",
@@ -900,7 +864,7 @@ async fn run_sink(env: &Env, mongo: &mongodb::Client, topic: &str, load: &Load) 
     let id = short_id();
     let database = format!("bench_dbz_{id}");
     let coll = mongo.database(&database).collection::<Document>(load.table);
-    let jvm = connect_pid(env.get("KAFKA_CONNECT_URL"));
+    let jvm = connect_pid(env.require("KAFKA_CONNECT_URL"));
     let cpu_before = jvm.map(cpu_secs);
     let sink = Sink::register(
         env,
@@ -1102,7 +1066,7 @@ async fn latency(
 
 async fn postgres(env: &Env) -> tokio_postgres::Client {
     let (client, connection) =
-        tokio_postgres::connect(env.get("DATABASE_URL"), tokio_postgres::NoTls)
+        tokio_postgres::connect(env.require("DATABASE_URL"), tokio_postgres::NoTls)
             .await
             .expect("PostgreSQL of the stack (run `make infrastructure-up`)");
     tokio::spawn(connection);
@@ -1162,7 +1126,7 @@ async fn main() {
     let env = Env::load();
     let binary = release_binary();
     let pg = postgres(&env).await;
-    let mongo = mongodb::Client::with_uri_str(env.get("MONGODB_URI"))
+    let mongo = mongodb::Client::with_uri_str(env.require("MONGODB_URI"))
         .await
         .unwrap();
     mongo
@@ -1172,9 +1136,9 @@ async fn main() {
         .expect("MongoDB of the stack (run `make infrastructure-up`)");
     let schema = format!("cdc_bench_{}", short_id());
     let _cleanup = Cleanup {
-        url: env.get("DATABASE_URL").to_owned(),
+        url: env.require("DATABASE_URL").to_owned(),
         schema: schema.clone(),
-        kafka: env.get("KAFKA_BOOTSTRAP_SERVERS").to_owned(),
+        kafka: env.require("KAFKA_BOOTSTRAP_SERVERS").to_owned(),
         topics: ["ins", "upd", "del", "lat"]
             .iter()
             .map(|t| format!("cqrs.{schema}.{t}"))

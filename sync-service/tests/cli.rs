@@ -7,19 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_sync-service");
+use cqrs_test_support::env::require;
+use cqrs_test_support::net::free_port;
 
-fn env_value(key: &str) -> String {
-    if let Ok(v) = std::env::var(key) {
-        return v;
-    }
-    let dotenv =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env")).expect(".env");
-    dotenv
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
-        .unwrap_or_else(|| panic!("{key} missing from .env"))
-}
+const BIN: &str = env!("CARGO_BIN_EXE_sync-service");
 
 fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     let path = dir.path().join("sync.toml");
@@ -49,9 +40,9 @@ listen = "{listen}"
 table = "shop.orders"
 collection = "orders"
 "#,
-        kafka = env_value("KAFKA_BOOTSTRAP_SERVERS"),
-        registry = env_value("SCHEMA_REGISTRY_URL"),
-        mongo = env_value("MONGODB_URI"),
+        kafka = require("KAFKA_BOOTSTRAP_SERVERS"),
+        registry = require("SCHEMA_REGISTRY_URL"),
+        mongo = require("MONGODB_URI"),
     )
 }
 
@@ -93,14 +84,6 @@ fn check_config_accepts_a_valid_file_and_names_the_bad_key() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("batch.max_size"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {

@@ -15,15 +15,7 @@ use sync_service::write::{MongoStore, Writer};
 use tokio_util::sync::CancellationToken;
 
 fn mongo_uri() -> String {
-    if let Ok(v) = std::env::var("MONGODB_URI") {
-        return v;
-    }
-    let dotenv =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env")).expect(".env");
-    dotenv
-        .lines()
-        .find_map(|l| l.strip_prefix("MONGODB_URI=").map(str::to_owned))
-        .expect("MONGODB_URI in .env")
+    cqrs_test_support::env::require("MONGODB_URI")
 }
 
 async fn writer(database: &str) -> (Writer, MongoClient) {

@@ -26,6 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, doc};
+use cqrs_e2e::workspace_root;
 use rand::Rng;
 use rdkafka::Message;
 use support::{Scenario, free_port, until};
@@ -40,10 +41,6 @@ const CATCH_UP: Duration = Duration::from_secs(150);
 
 // ---------------------------------------------------------------------------------------
 // The binary.
-
-fn workspace_root() -> PathBuf {
-    cqrs_e2e::workspace_root()
-}
 
 /// The sync-service binary: `SYNC_SERVICE_BIN`, else `<target>/debug/sync-service`.
 fn binary() -> PathBuf {

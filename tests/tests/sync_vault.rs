@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::{Document, doc};
-use cqrs_vault::testkit::{FlakyProxy, LogCapture, PgAdmin, VaultAdmin};
+use cqrs_test_support::vault::{FlakyProxy, LogCapture, PgAdmin, VaultAdmin};
 use serde_json::json;
 use support::{Running, Scenario, suffix, until};
 use sync_service::SyncService;

@@ -7,21 +7,9 @@ use cqrs_mongo::{MongoClient, MongoConfig, PoolConfig};
 use rand::Rng;
 use std::time::Duration;
 
-/// MONGODB_URI from the environment, else from the workspace's `.env`.
+/// MONGODB_URI from the environment, else the workspace's `.env.local`, else its `.env`.
 pub fn mongo_uri() -> String {
-    if let Ok(uri) = std::env::var("MONGODB_URI")
-        && !uri.is_empty()
-    {
-        return uri;
-    }
-    let env_file = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    let text = std::fs::read_to_string(env_file)
-        .unwrap_or_else(|e| panic!("MONGODB_URI is not set and {env_file} is unreadable: {e}"));
-    text.lines()
-        .filter_map(|l| l.trim().strip_prefix("MONGODB_URI="))
-        .map(|v| v.trim().trim_matches('"').to_string())
-        .next()
-        .unwrap_or_else(|| panic!("MONGODB_URI is not set and not in {env_file}"))
+    cqrs_test_support::env::require("MONGODB_URI")
 }
 
 pub struct TestDb {
@@ -48,8 +36,9 @@ impl TestDb {
         .expect("client");
         if let Err(e) = mongo.ping().await {
             panic!(
-                "MongoDB is not reachable at {uri}: {e}. Start the stack (or secantusd-rs) \
-                 and/or set MONGODB_URI; these tests never skip."
+                "MongoDB is not reachable ({}): {e}. Start the stack (or secantusd-rs) \
+                 and/or set MONGODB_URI; these tests never skip.",
+                cqrs_test_support::env::describe("MONGODB_URI")
             );
         }
         TestDb { mongo, name, uri }

@@ -1,5 +1,6 @@
-//! Shared test support: a real PostgreSQL (from `DATABASE_URL` or the repository's
-//! `.env`), one random schema per test dropped at the end, and a test aggregate.
+//! Shared test support: a real PostgreSQL (`DATABASE_URL` of the environment, `.env.local`
+//! or `.env`), one random schema per test dropped at the end. The test aggregate is
+//! `cqrs_test_support::account::Account`.
 //!
 //! A missing server FAILS the test with a clear message: these tests never skip.
 #![allow(dead_code)]
@@ -8,24 +9,13 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cqrs_core::{Aggregate, DomainEvent};
 use cqrs_postgres::{PgPool, PoolOptions, PostgresConfig, SchemaName};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The admin URL of the development database.
+/// The admin URL of the development database (panics naming .env, .env.local and the
+/// environment when none of them sets it).
 pub fn database_url() -> String {
-    if let Ok(url) = std::env::var("DATABASE_URL") {
-        return url;
-    }
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../.env");
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("DATABASE_URL is not set and {path} cannot be read: {e}"));
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("DATABASE_URL="))
-        .map(|v| v.trim().trim_matches('"').to_owned())
-        .next()
-        .unwrap_or_else(|| panic!("DATABASE_URL is neither set nor in {path}"))
+    cqrs_test_support::env::require("DATABASE_URL")
 }
 
 /// `host:port` of the URL, for messages (never the credentials).
@@ -79,10 +69,13 @@ impl TestDb {
         let pool = PgPool::new(&config).expect("the pool must build");
         if let Err(e) = pool.check().await {
             panic!(
-                "\n\nPostgreSQL is NOT reachable at {} (DATABASE_URL from the environment or .env): {e}\n\
+                "\n\nPostgreSQL is NOT reachable at {} (DATABASE_URL from the {}): {e}\n\
                  These tests need the real server and never skip. Start the stack with \
                  `make infrastructure-up` (docker/stack.sh up) and run them again.\n\n",
-                server_address(&url)
+                server_address(&url),
+                cqrs_test_support::env::stack()
+                    .source("DATABASE_URL")
+                    .map_or_else(|| "?".to_owned(), |source| source.to_string())
             );
         }
         TestDb {
@@ -175,98 +168,5 @@ impl Drop for TestDb {
             });
         });
         let _ = cleanup.join();
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// The test aggregate: an account whose deposits are in cents since event version 2.
-
-#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Account {
-    pub balance_cents: i64,
-    pub deposits: u64,
-    pub history: Vec<i64>,
-}
-
-#[derive(Debug, Clone)]
-pub enum AccountCommand {
-    Deposit(i64),
-    DepositMany(Vec<i64>),
-    Withdraw(i64),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum AccountEvent {
-    /// Version 2: amounts in cents (version 1 had `amount` in whole euros).
-    Deposited {
-        amount_cents: i64,
-    },
-    Withdrawn {
-        amount_cents: i64,
-    },
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> &'static str {
-        match self {
-            AccountEvent::Deposited { .. } => "MoneyDeposited",
-            AccountEvent::Withdrawn { .. } => "MoneyWithdrawn",
-        }
-    }
-
-    fn event_version(&self) -> u32 {
-        match self {
-            AccountEvent::Deposited { .. } => 2,
-            AccountEvent::Withdrawn { .. } => 1,
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum AccountError {
-    #[error("amount must be positive")]
-    NotPositive,
-    #[error("insufficient funds")]
-    InsufficientFunds,
-}
-
-impl Aggregate for Account {
-    const TYPE: &'static str = "Account";
-    type Command = AccountCommand;
-    type Event = AccountEvent;
-    type Error = AccountError;
-
-    fn handle(&self, command: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        match command {
-            AccountCommand::Deposit(n) if *n <= 0 => Err(AccountError::NotPositive),
-            AccountCommand::Deposit(n) => Ok(vec![AccountEvent::Deposited { amount_cents: *n }]),
-            AccountCommand::DepositMany(amounts) => {
-                if amounts.iter().any(|n| *n <= 0) {
-                    return Err(AccountError::NotPositive);
-                }
-                Ok(amounts
-                    .iter()
-                    .map(|n| AccountEvent::Deposited { amount_cents: *n })
-                    .collect())
-            }
-            AccountCommand::Withdraw(n) if *n > self.balance_cents => {
-                Err(AccountError::InsufficientFunds)
-            }
-            AccountCommand::Withdraw(n) => Ok(vec![AccountEvent::Withdrawn { amount_cents: *n }]),
-        }
-    }
-
-    fn apply(&mut self, event: &AccountEvent) {
-        match event {
-            AccountEvent::Deposited { amount_cents } => {
-                self.balance_cents += amount_cents;
-                self.deposits += 1;
-                self.history.push(*amount_cents);
-            }
-            AccountEvent::Withdrawn { amount_cents } => {
-                self.balance_cents -= amount_cents;
-                self.history.push(-amount_cents);
-            }
-        }
     }
 }

@@ -7,59 +7,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use cqrs_core::{Aggregate, CommandHandler, CommandMetadata, DomainEvent, PersistenceMode};
+use cqrs_core::{CommandHandler, CommandMetadata, PersistenceMode};
 use cqrs_postgres::vault::VaultPgPool;
 use cqrs_postgres::{PostgresConfig, PostgresStore, TlsMode};
-use cqrs_vault::testkit::{LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
+use cqrs_test_support::vault::{LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
 use cqrs_vault::{Auth, LeaseOptions, RetryOptions, VaultClient, VaultConfig};
-use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-#[derive(Debug, Default, Serialize, Deserialize)]
-pub struct Account {
-    pub balance: i64,
-}
-
-pub enum AccountCommand {
-    Deposit(i64),
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum AccountEvent {
-    Deposited { amount: i64 },
-}
-
-impl DomainEvent for AccountEvent {
-    fn event_type(&self) -> &'static str {
-        "MoneyDeposited"
-    }
-}
-
-#[derive(Debug, PartialEq, thiserror::Error)]
-pub enum AccountError {
-    #[error("amount must be positive")]
-    NotPositive,
-}
-
-impl Aggregate for Account {
-    const TYPE: &'static str = "Account";
-    type Command = AccountCommand;
-    type Event = AccountEvent;
-    type Error = AccountError;
-
-    fn handle(&self, c: &AccountCommand) -> Result<Vec<AccountEvent>, AccountError> {
-        match c {
-            AccountCommand::Deposit(n) if *n <= 0 => Err(AccountError::NotPositive),
-            AccountCommand::Deposit(n) => Ok(vec![AccountEvent::Deposited { amount: *n }]),
-        }
-    }
-
-    fn apply(&mut self, e: &AccountEvent) {
-        match e {
-            AccountEvent::Deposited { amount } => self.balance += amount,
-        }
-    }
-}
+use cqrs_test_support::account::{Account, AccountCommand};
 
 pub struct Env {
     pub logs: LogCapture,

@@ -21,13 +21,7 @@ use tokio_util::sync::CancellationToken;
 pub const CORRUPT: &[u8] = &[0, 0x7f, 0xff, 0xff, 0xf0, 1, 2, 3];
 
 /// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use cqrs_test_support::net::free_port;
 
 /// A random lowercase suffix for names.
 pub fn suffix() -> String {

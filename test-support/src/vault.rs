@@ -1,14 +1,17 @@
 //! Helpers for integration tests against the real Vault/OpenBao of the development
-//! stack (feature `testkit`; not for production code).
+//! stack (moved here from `cqrs-vault`'s former `testkit` feature; not for production code).
 //!
-//! * [`stack_env`]: a variable from the environment or the workspace's `.env`.
 //! * [`VaultAdmin`]: raw API calls with the root token, and set-up of throw-away
 //!   database connections/roles, policies and AppRoles.
+//! * [`PgAdmin`]: the stack's PostgreSQL admin login, for the database secrets engine.
 //! * [`LogCapture`]: a global tracing subscriber writing into a buffer, to assert that no
 //!   secret was logged.
+//! * [`FlakyProxy`]: a TCP forwarder that can be switched off, to make Vault unreachable.
+//!
+//! Endpoints come from [`crate::env`] (`VAULT_ADDR`, `VAULT_TOKEN`, `POSTGRES_*`).
 //!
 //! ```no_run
-//! use cqrs_vault::testkit::{LogCapture, VaultAdmin};
+//! use cqrs_test_support::vault::{LogCapture, VaultAdmin};
 //!
 //! # async fn run() {
 //! let logs = LogCapture::install();
@@ -22,30 +25,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use cqrs_vault::{Result, Secret, VaultError};
 use serde_json::{Value, json};
 
-use crate::error::{Result, VaultError};
-use cqrs_core::Secret;
-
-/// A variable from the environment, else from the workspace's `.env` (the stack's
-/// endpoint contract), else `None`.
-///
-/// ```no_run
-/// let addr = cqrs_vault::testkit::stack_env("VAULT_ADDR").unwrap_or_default();
-/// ```
-pub fn stack_env(key: &str) -> Option<String> {
-    if let Ok(v) = std::env::var(key)
-        && !v.is_empty()
-    {
-        return Some(v);
-    }
-    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.env");
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines()
-        .filter_map(|l| l.split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().trim_matches('"').to_owned())
-}
+use crate::env::stack_env;
 
 /// The PostgreSQL admin login of the stack (`POSTGRES_*`).
 #[derive(Clone)]
@@ -123,7 +106,8 @@ impl VaultAdmin {
     /// A message saying what is missing, meant for `expect`.
     pub async fn from_stack() -> std::result::Result<Self, String> {
         let address = stack_env("VAULT_ADDR").unwrap_or_else(|| "http://127.0.0.1:8200".into());
-        let token = stack_env("VAULT_TOKEN").ok_or("VAULT_TOKEN is not set (nor in .env)")?;
+        let token = stack_env("VAULT_TOKEN")
+            .ok_or("VAULT_TOKEN is not set (in the environment, .env.local or .env)")?;
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()

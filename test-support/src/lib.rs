@@ -1,0 +1,6 @@
+#![doc = include_str!("../README.md")]
+
+pub mod account;
+pub mod env;
+pub mod net;
+pub mod vault;
