@@ -20,7 +20,7 @@ use rand::Rng;
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
 use sync_service::config::SyncConfig;
-use sync_service::rebuild::{RebuildPlan, RebuildState, Rebuilds};
+use sync_service::rebuild::{RebuildPlan, RebuildRecord, RebuildState, Rebuilds};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -128,6 +128,22 @@ async fn wait_equal(s: &Scenario, with_qty: bool, what: &str) {
         }
     })
     .await;
+}
+
+/// Advances the rebuild of `items` (as a running service does) until it has switched.
+async fn wait_switched(rebuilds: &Rebuilds, what: &str) -> RebuildRecord {
+    until(what, Duration::from_secs(240), || async {
+        let r = rebuilds
+            .advance(&rebuilds.get("items", None).await.unwrap().unwrap())
+            .await
+            .unwrap();
+        match r.state {
+            RebuildState::Switched => Ok(r),
+            RebuildState::Failed | RebuildState::Cancelled => panic!("rebuild ended: {r:?}"),
+            _ => Err(format!("{:?}, {} rows", r.state, r.rows)),
+        }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -240,22 +256,7 @@ async fn a_changed_projection_is_rebuilt_under_load_and_switched_without_readers
     service.stop().await;
     service = Running::start(SyncService::new(config(&s, V2)));
 
-    let switched = until(
-        "the rebuild to switch",
-        Duration::from_secs(240),
-        || async {
-            let r = rebuilds
-                .advance(&rebuilds.get("items", None).await.unwrap().unwrap())
-                .await
-                .unwrap();
-            match r.state {
-                RebuildState::Switched => Ok(r),
-                RebuildState::Failed | RebuildState::Cancelled => panic!("rebuild ended: {r:?}"),
-                _ => Err(format!("{:?}, {} rows", r.state, r.rows)),
-            }
-        },
-    )
-    .await;
+    let switched = wait_switched(&rebuilds, "the rebuild to switch").await;
     assert!(switched.rows >= 2_500, "{switched:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
@@ -438,22 +439,7 @@ async fn a_cancelled_rebuild_leaves_the_live_version_alone_and_starts_again() {
         again.signal_id, first.signal_id,
         "a new attempt, not the cancelled one"
     );
-    let switched = until(
-        "the new attempt to switch",
-        Duration::from_secs(240),
-        || async {
-            let r = rebuilds
-                .advance(&rebuilds.get("items", None).await.unwrap().unwrap())
-                .await
-                .unwrap();
-            match r.state {
-                RebuildState::Switched => Ok(r),
-                RebuildState::Failed | RebuildState::Cancelled => panic!("rebuild ended: {r:?}"),
-                _ => Err(format!("{:?}, {} rows", r.state, r.rows)),
-            }
-        },
-    )
-    .await;
+    let switched = wait_switched(&rebuilds, "the new attempt to switch").await;
     wait_equal(&s, false, "the rebuilt version to match PostgreSQL").await;
     let layout = registry
         .find_one(doc! { "_id": "items" })
