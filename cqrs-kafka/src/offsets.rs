@@ -34,11 +34,20 @@ pub fn next_offsets(records: &[Record]) -> Offsets {
 /// The worker (of `workers`) that owns a partition: every record of a partition goes to
 /// the same worker, so the records of one key stay in order. Stable within a process.
 ///
+/// The partitions of one topic go to consecutive workers from a start picked by the topic's
+/// name, so a topic's partitions spread evenly over the workers (a hash of the pair would
+/// put two of a topic's four partitions on one worker about as often as not, leaving
+/// another idle), and several topics start on different workers.
+///
 /// ```
 /// let w = cqrs_kafka::worker_of("t", 3, 4);
 /// assert!(w < 4);
 /// assert_eq!(w, cqrs_kafka::worker_of("t", 3, 4));
 /// assert_eq!(cqrs_kafka::worker_of("t", 3, 0), 0);
+/// // Four partitions, four workers: one each.
+/// let mut owners: Vec<usize> = (0..4).map(|p| cqrs_kafka::worker_of("t", p, 4)).collect();
+/// owners.sort();
+/// assert_eq!(owners, [0, 1, 2, 3]);
 /// ```
 pub fn worker_of(topic: &str, partition: i32, workers: usize) -> usize {
     if workers <= 1 {
@@ -46,9 +55,12 @@ pub fn worker_of(topic: &str, partition: i32, workers: usize) -> usize {
     }
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     topic.hash(&mut hasher);
-    partition.hash(&mut hasher);
-    // The remainder is below `workers`, which is a usize.
-    (hasher.finish() % workers as u64) as usize
+    let workers = workers as u64;
+    let start = hasher.finish() % workers;
+    // Kafka partitions are never negative; a negative one still gets a worker below
+    // `workers` (`rem_euclid`). The sum is below 2 * workers, which is a usize.
+    let offset = i64::from(partition).rem_euclid(workers as i64) as u64;
+    ((start + offset) % workers) as usize
 }
 
 /// Where settled offsets go: the consumer's offset store, committed by librdkafka's timer
