@@ -22,7 +22,7 @@ use mongodb::{
 use crate::{
     bulk::BulkWriter,
     checkpoint::CheckpointStore,
-    errors::{Error, Result},
+    error::{MongoError, Result},
     layout::{DEFAULT_TOMBSTONE_RETENTION, Layout},
     model::MongoReadModel,
     repository::Repository,
@@ -246,14 +246,14 @@ impl MongoConfig {
     /// `.env` use), with `database` as the default database.
     ///
     /// # Errors
-    /// [`Error::Config`] when `MONGODB_URI` is unset.
+    /// [`MongoError::Config`] when `MONGODB_URI` is unset.
     ///
     /// ```no_run
     /// let config = cqrs_mongo::MongoConfig::from_env("billing")?;
-    /// # Ok::<(), cqrs_mongo::Error>(())
+    /// # Ok::<(), cqrs_mongo::MongoError>(())
     /// ```
     pub fn from_env(database: impl Into<String>) -> Result<Self> {
-        let uri = std::env::var("MONGODB_URI").map_err(|_| Error::Config {
+        let uri = std::env::var("MONGODB_URI").map_err(|_| MongoError::Config {
             message: "MONGODB_URI is not set".into(),
         })?;
         Ok(Self::new(uri).with_default_database(database))
@@ -266,15 +266,16 @@ impl MongoConfig {
     }
 
     async fn client_options(&self) -> Result<(ClientOptions, String)> {
-        let mut options = ClientOptions::parse(&self.uri)
-            .await
-            .map_err(|e| Error::Config {
-                message: format!(
-                    "cannot parse connection string {}: {}",
-                    redact_uri(&self.uri),
-                    redact_message(&e.to_string(), &self.uri)
-                ),
-            })?;
+        let mut options =
+            ClientOptions::parse(&self.uri)
+                .await
+                .map_err(|e| MongoError::Config {
+                    message: format!(
+                        "cannot parse connection string {}: {}",
+                        redact_uri(&self.uri),
+                        redact_message(&e.to_string(), &self.uri)
+                    ),
+                })?;
         if let Some(c) = &self.credentials {
             options.credential = Some(
                 Credential::builder()
@@ -401,7 +402,7 @@ impl MongoClient {
     /// Builds a client from settings.
     pub async fn connect(config: MongoConfig) -> Result<Self> {
         let (options, default_database) = config.client_options().await?;
-        let client = Client::with_options(options).map_err(|e| Error::Config {
+        let client = Client::with_options(options).map_err(|e| MongoError::Config {
             message: redact_message(&e.to_string(), &config.uri),
         })?;
         Ok(MongoClient {
@@ -566,7 +567,7 @@ impl MongoClient {
     /// ```
     pub async fn rebuild(&self, config: MongoConfig) -> Result<()> {
         let (options, default_database) = config.client_options().await?;
-        let client = Client::with_options(options).map_err(|e| Error::Config {
+        let client = Client::with_options(options).map_err(|e| MongoError::Config {
             message: redact_message(&e.to_string(), &config.uri),
         })?;
         ping(&client.database(&default_database)).await?;
@@ -641,7 +642,7 @@ async fn ping(db: &Database) -> Result<()> {
     db.run_command(doc! { "ping": 1 })
         .await
         .map(|_| ())
-        .map_err(|e| Error::mongo("ping", db.name(), None, e))
+        .map_err(|e| MongoError::mongo("ping", db.name(), None, e))
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ pub enum VaultMongoError {
     Vault(#[from] VaultError),
     /// The client could not be built from it.
     #[error("mongodb: {0}")]
-    Mongo(#[from] crate::errors::Error),
+    Mongo(#[from] crate::error::MongoError),
 }
 
 /// Which fields of the secret are used.

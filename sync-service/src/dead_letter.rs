@@ -231,7 +231,7 @@ pub enum DeadLetterError {
     Mongo(#[from] mongodb::error::Error),
     /// MongoDB did not answer.
     #[error("dead-letter records: {0}")]
-    Client(#[from] cqrs_mongo::Error),
+    Client(#[from] cqrs_mongo::MongoError),
     /// Another store did not answer.
     #[error("dead-letter records unavailable: {0}")]
     Unavailable(String),

@@ -38,7 +38,7 @@ pub enum ServiceError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// MongoDB setup failed.
     #[error("mongodb: {0}")]
-    Mongo(#[from] cqrs_mongo::Error),
+    Mongo(#[from] cqrs_mongo::MongoError),
     /// State the service keeps in MongoDB could not be read at start.
     #[error("reading {what} from MongoDB: {source}")]
     State {

@@ -17,7 +17,7 @@ use std::time::Duration;
 use cqrs_core::{
     Aggregate, CommandHandler, CommandMetadata, ConsistencyToken, DomainEvent, Rejected, Upcasters,
 };
-use cqrs_mongo::{Error as MongoError, MongoClient, MongoConfig, Patch, ReadModel, Waited};
+use cqrs_mongo::{MongoClient, MongoConfig, MongoError, Patch, ReadModel, Waited};
 use cqrs_postgres::{PgPool, PostgresConfig, PostgresStore};
 use cqrs_projection::{
     EventChange, EventProjection, OutboxChange, OutboxProjection, ProjectionError, StateChange,
