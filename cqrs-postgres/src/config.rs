@@ -58,7 +58,7 @@ impl Default for PoolOptions {
 ///     "postgres://svc_orders:s3cret@db.internal:5432/cqrs?sslmode=verify-full&sslrootcert=/etc/ssl/pg-ca.pem",
 ///     "orders",
 /// )?
-/// .max_connections(32);
+/// .with_max_connections(32);
 ///
 /// assert_eq!(config.schema().as_str(), "orders");
 /// assert_eq!(config.tls_mode(), &TlsMode::VerifyFull { ca_file: Some("/etc/ssl/pg-ca.pem".into()) });
@@ -153,7 +153,7 @@ impl PostgresConfig {
     }
 
     /// Configuration from parts: host, port, database and schema. Set the login with
-    /// [`PostgresConfig::user`] or [`PostgresConfig::credentials`].
+    /// [`PostgresConfig::with_user`] or [`PostgresConfig::with_credentials`].
     ///
     /// # Errors
     /// [`PostgresError::InvalidIdentifier`] for a bad schema name.
@@ -162,8 +162,8 @@ impl PostgresConfig {
     /// use cqrs_postgres::{PostgresConfig, TlsMode};
     ///
     /// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?
-    ///     .user("svc_orders", Some("s3cret".into()))
-    ///     .tls(TlsMode::Disable);
+    ///     .with_user("svc_orders", Some("s3cret".into()))
+    ///     .with_tls(TlsMode::Disable);
     /// assert_eq!(config.tls_mode(), &TlsMode::Disable);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
@@ -189,11 +189,11 @@ impl PostgresConfig {
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
-    ///     .user("svc_orders", Some(Secret::new("s3cret")));
+    ///     .with_user("svc_orders", Some(Secret::new("s3cret")));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn user(self, user: impl Into<String>, password: Option<Secret>) -> Self {
-        self.credentials(StaticCredentials::new(Credentials::new(user, password)))
+    pub fn with_user(self, user: impl Into<String>, password: Option<Secret>) -> Self {
+        self.with_credentials(StaticCredentials::new(Credentials::new(user, password)))
     }
 
     /// Takes the login from `provider`, asked each time a connection is opened (for
@@ -205,12 +205,12 @@ impl PostgresConfig {
     ///
     /// let creds = Arc::new(SwappableCredentials::new(Credentials::new("v-1", Some("p".into()))));
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
-    ///     .credentials(Arc::clone(&creds));
+    ///     .with_credentials(Arc::clone(&creds));
     /// // Later, when the lease is renewed: new connections log in as v-2.
     /// creds.replace(Credentials::new("v-2", Some("q".into())));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn credentials(mut self, provider: impl CredentialProvider) -> Self {
+    pub fn with_credentials(mut self, provider: impl CredentialProvider) -> Self {
         self.credentials = Arc::new(provider);
         self
     }
@@ -219,11 +219,11 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls(TlsMode::Require);
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls(TlsMode::Require);
     /// assert_eq!(config.tls_mode(), &TlsMode::Require);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls(mut self, tls: TlsMode) -> Self {
+    pub fn with_tls(mut self, tls: TlsMode) -> Self {
         self.tls = tls;
         self
     }
@@ -233,12 +233,12 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls_ca_file("/etc/ssl/pg-ca.pem");
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls_ca_file("/etc/ssl/pg-ca.pem");
     /// assert!(matches!(config.tls_mode(), TlsMode::VerifyFull { ca_file: Some(_) }));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
-        self.tls(TlsMode::VerifyFull {
+    pub fn with_tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
+        self.with_tls(TlsMode::VerifyFull {
             ca_file: Some(ca_file.into()),
         })
     }
@@ -247,11 +247,11 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.max_connections(32);
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_max_connections(32);
     /// assert_eq!(config.pool().max_size, 32);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn max_connections(mut self, max: usize) -> Self {
+    pub fn with_max_connections(mut self, max: usize) -> Self {
         self.pool.max_size = max.max(1);
         self
     }
@@ -260,11 +260,11 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.pool_options(PoolOptions { max_size: 8, ..PoolOptions::default() });
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_pool(PoolOptions { max_size: 8, ..PoolOptions::default() });
     /// assert_eq!(config.pool().max_size, 8);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn pool_options(mut self, options: PoolOptions) -> Self {
+    pub fn with_pool(mut self, options: PoolOptions) -> Self {
         self.pool = options;
         self.pool.max_size = self.pool.max_size.max(1);
         self
@@ -274,10 +274,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.connect_timeout(std::time::Duration::from_secs(2));
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_connect_timeout(std::time::Duration::from_secs(2));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connection.connect_timeout(timeout);
         self.pool.create_timeout = Some(timeout);
         self
@@ -288,10 +288,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.statement_timeout(std::time::Duration::from_secs(10));
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_statement_timeout(std::time::Duration::from_secs(10));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
         let setting = format!("-c statement_timeout={}", timeout.as_millis());
         let options = match self.connection.get_options() {
             Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
@@ -305,10 +305,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.application_name("orders-service");
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_application_name("orders-service");
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn application_name(mut self, name: &str) -> Self {
+    pub fn with_application_name(mut self, name: &str) -> Self {
         self.connection.application_name(name);
         self
     }
@@ -572,7 +572,7 @@ mod tests {
     fn statement_timeout_goes_to_options() {
         let config = PostgresConfig::new("h", 5432, "db", "s")
             .unwrap()
-            .statement_timeout(Duration::from_secs(2));
+            .with_statement_timeout(Duration::from_secs(2));
         assert_eq!(
             config.connection().get_options(),
             Some("-c statement_timeout=2000")

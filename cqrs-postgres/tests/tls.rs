@@ -31,8 +31,8 @@ fn pool(db: &TestDb, host: Option<&str>, tls: TlsMode) -> PgPool {
     };
     let config = PostgresConfig::from_url(&url, db.schema.as_str())
         .unwrap()
-        .tls(tls)
-        .max_connections(1);
+        .with_tls(tls)
+        .with_max_connections(1);
     PgPool::new(&config).unwrap()
 }
 

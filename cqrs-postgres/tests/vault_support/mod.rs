@@ -117,9 +117,9 @@ impl Env {
         let a = PgAdmin::from_stack();
         let config = PostgresConfig::new(&a.host, a.port, &a.database, &self.schema)
             .unwrap()
-            .tls(TlsMode::Disable)
-            .max_connections(max_connections)
-            .application_name("cqrs-vault-it");
+            .with_tls(TlsMode::Disable)
+            .with_max_connections(max_connections)
+            .with_application_name("cqrs-vault-it");
         VaultPgPool::connect(config, &self.vault, &self.role, options)
             .await
             .expect("pool on leased credentials")
