@@ -454,7 +454,7 @@ async fn bench(slice: Duration, smoke: bool) {
     let schema = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..10]);
     let config = PostgresConfig::from_url(&url, &schema)
         .expect("DATABASE_URL")
-        .with_pool(cqrs_postgres::PoolOptions {
+        .with_pool(cqrs_postgres::PoolConfig {
             max_size: 32,
             wait_timeout: Some(Duration::from_secs(60)),
             create_timeout: Some(Duration::from_secs(30)),

@@ -11,19 +11,19 @@ use tokio_postgres::config::Host;
 use crate::credentials::{CredentialProvider, Credentials, Secret, StaticCredentials};
 use crate::error::PostgresError;
 use crate::schema::SchemaName;
-use crate::tls::TlsMode;
+use crate::tls::TlsConfig;
 
 /// Size and timeouts of the connection pool.
 ///
 /// ```
-/// use cqrs_postgres::PoolOptions;
+/// use cqrs_postgres::PoolConfig;
 /// use std::time::Duration;
 ///
-/// let options = PoolOptions { max_size: 32, ..PoolOptions::default() };
+/// let options = PoolConfig { max_size: 32, ..PoolConfig::default() };
 /// assert_eq!(options.wait_timeout, Some(Duration::from_secs(5)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolOptions {
+pub struct PoolConfig {
     /// Most connections open at once.
     pub max_size: usize,
     /// How long a caller waits for a free connection before a (transient) error.
@@ -34,9 +34,9 @@ pub struct PoolOptions {
     pub recycle_timeout: Option<Duration>,
 }
 
-impl Default for PoolOptions {
+impl Default for PoolConfig {
     fn default() -> Self {
-        PoolOptions {
+        PoolConfig {
             max_size: 16,
             wait_timeout: Some(Duration::from_secs(5)),
             create_timeout: Some(Duration::from_secs(5)),
@@ -52,7 +52,7 @@ impl Default for PoolOptions {
 /// [`CredentialProvider`], never printed: `Debug` shows `<redacted>`.
 ///
 /// ```
-/// use cqrs_postgres::{PostgresConfig, TlsMode};
+/// use cqrs_postgres::{PostgresConfig, TlsConfig};
 ///
 /// let config = PostgresConfig::from_url(
 ///     "postgres://svc_orders:s3cret@db.internal:5432/cqrs?sslmode=verify-full&sslrootcert=/etc/ssl/pg-ca.pem",
@@ -61,7 +61,7 @@ impl Default for PoolOptions {
 /// .with_max_connections(32);
 ///
 /// assert_eq!(config.schema().as_str(), "orders");
-/// assert_eq!(config.tls_mode(), &TlsMode::VerifyFull { ca_file: Some("/etc/ssl/pg-ca.pem".into()) });
+/// assert_eq!(config.tls(), &TlsConfig::VerifyFull { ca_file: Some("/etc/ssl/pg-ca.pem".into()) });
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// # Ok::<(), cqrs_postgres::PostgresError>(())
 /// ```
@@ -70,9 +70,9 @@ pub struct PostgresConfig {
     /// Server, database and session settings; never holds user or password.
     connection: tokio_postgres::Config,
     credentials: Arc<dyn CredentialProvider>,
-    tls: TlsMode,
+    tls: TlsConfig,
     schema: SchemaName,
-    pool: PoolOptions,
+    pool: PoolConfig,
 }
 
 impl PostgresConfig {
@@ -121,9 +121,9 @@ impl PostgresConfig {
         let tls = match tls {
             Some(tls) => tls,
             None => match parsed.get_ssl_mode() {
-                tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
-                tokio_postgres::config::SslMode::Require => TlsMode::Require,
-                _ => TlsMode::Prefer,
+                tokio_postgres::config::SslMode::Disable => TlsConfig::Disable,
+                tokio_postgres::config::SslMode::Require => TlsConfig::Require,
+                _ => TlsConfig::Prefer,
             },
         };
         let user = parsed
@@ -144,7 +144,7 @@ impl PostgresConfig {
             credentials: Arc::new(StaticCredentials::new(Credentials::new(user, password))),
             tls,
             schema,
-            pool: PoolOptions::default(),
+            pool: PoolConfig::default(),
         };
         if config.connection.get_connect_timeout().is_none() {
             config.connection.connect_timeout(Duration::from_secs(5));
@@ -159,12 +159,12 @@ impl PostgresConfig {
     /// [`PostgresError::InvalidIdentifier`] for a bad schema name.
     ///
     /// ```
-    /// use cqrs_postgres::{PostgresConfig, TlsMode};
+    /// use cqrs_postgres::{PostgresConfig, TlsConfig};
     ///
     /// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?
     ///     .with_user("svc_orders", Some("s3cret".into()))
-    ///     .with_tls(TlsMode::Disable);
-    /// assert_eq!(config.tls_mode(), &TlsMode::Disable);
+    ///     .with_tls(TlsConfig::Disable);
+    /// assert_eq!(config.tls(), &TlsConfig::Disable);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
     pub fn new(host: &str, port: u16, dbname: &str, schema: &str) -> Result<Self, PostgresError> {
@@ -178,9 +178,9 @@ impl PostgresConfig {
         Ok(PostgresConfig {
             connection,
             credentials: Arc::new(StaticCredentials::new(Credentials::new("postgres", None))),
-            tls: TlsMode::default(),
+            tls: TlsConfig::default(),
             schema,
-            pool: PoolOptions::default(),
+            pool: PoolConfig::default(),
         })
     }
 
@@ -219,26 +219,26 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls(TlsMode::Require);
-    /// assert_eq!(config.tls_mode(), &TlsMode::Require);
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls(TlsConfig::Require);
+    /// assert_eq!(config.tls(), &TlsConfig::Require);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn with_tls(mut self, tls: TlsMode) -> Self {
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
         self
     }
 
     /// Verifies the server against the CA certificates in `ca_file` (PEM):
-    /// [`TlsMode::VerifyFull`].
+    /// [`TlsConfig::VerifyFull`].
     ///
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls_ca_file("/etc/ssl/pg-ca.pem");
-    /// assert!(matches!(config.tls_mode(), TlsMode::VerifyFull { ca_file: Some(_) }));
+    /// assert!(matches!(config.tls(), TlsConfig::VerifyFull { ca_file: Some(_) }));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
     pub fn with_tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
-        self.with_tls(TlsMode::VerifyFull {
+        self.with_tls(TlsConfig::VerifyFull {
             ca_file: Some(ca_file.into()),
         })
     }
@@ -256,16 +256,16 @@ impl PostgresConfig {
         self
     }
 
-    /// Replaces all pool options.
+    /// Replaces the whole pool configuration.
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_pool(PoolOptions { max_size: 8, ..PoolOptions::default() });
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_pool(PoolConfig { max_size: 8, ..PoolConfig::default() });
     /// assert_eq!(config.pool().max_size, 8);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn with_pool(mut self, options: PoolOptions) -> Self {
-        self.pool = options;
+    pub fn with_pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
         self.pool.max_size = self.pool.max_size.max(1);
         self
     }
@@ -343,14 +343,14 @@ impl PostgresConfig {
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?;
-    /// assert_eq!(config.tls_mode(), &TlsMode::Prefer);
+    /// assert_eq!(config.tls(), &TlsConfig::Prefer);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls_mode(&self) -> &TlsMode {
+    pub fn tls(&self) -> &TlsConfig {
         &self.tls
     }
 
-    /// The pool options.
+    /// The pool configuration.
     ///
     /// ```
     /// # use cqrs_postgres::*;
@@ -358,7 +358,7 @@ impl PostgresConfig {
     /// assert_eq!(config.pool().max_size, 16);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn pool(&self) -> &PoolOptions {
+    pub fn pool(&self) -> &PoolConfig {
         &self.pool
     }
 
@@ -403,12 +403,12 @@ impl fmt::Debug for PostgresConfig {
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query: tokio-postgres knows neither
 /// `verify-full` nor `sslrootcert`.
-fn extract_tls(url: &str) -> Result<(String, Option<TlsMode>), PostgresError> {
+fn extract_tls(url: &str) -> Result<(String, Option<TlsConfig>), PostgresError> {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
         return Ok((url.to_owned(), None));
     };
-    let mut mode: Option<TlsMode> = None;
+    let mut mode: Option<TlsConfig> = None;
     let mut root_cert: Option<PathBuf> = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -420,8 +420,8 @@ fn extract_tls(url: &str) -> Result<(String, Option<TlsMode>), PostgresError> {
         }
     }
     let mode = match (mode, root_cert) {
-        (Some(TlsMode::VerifyFull { .. }), ca_file) => Some(TlsMode::VerifyFull { ca_file }),
-        (None, Some(ca_file)) => Some(TlsMode::VerifyFull {
+        (Some(TlsConfig::VerifyFull { .. }), ca_file) => Some(TlsConfig::VerifyFull { ca_file }),
+        (None, Some(ca_file)) => Some(TlsConfig::VerifyFull {
             ca_file: Some(ca_file),
         }),
         (Some(_), Some(_)) => {
@@ -526,7 +526,7 @@ mod tests {
         assert!(debug.contains("cqrs_admin"), "{debug}");
         assert!(!format!("{:?}", config.connection()).contains("very-secret-pw"));
         assert_eq!(config.connection().get_password(), None);
-        assert_eq!(config.tls_mode(), &TlsMode::Prefer);
+        assert_eq!(config.tls(), &TlsConfig::Prefer);
         assert_eq!(config.connection().get_application_name(), Some("x"));
     }
 
@@ -536,18 +536,18 @@ mod tests {
         let mode = |q: &str| {
             PostgresConfig::from_url(&url(q), "s")
                 .unwrap()
-                .tls_mode()
+                .tls()
                 .clone()
         };
-        assert_eq!(mode("sslmode=disable"), TlsMode::Disable);
-        assert_eq!(mode("sslmode=require"), TlsMode::Require);
+        assert_eq!(mode("sslmode=disable"), TlsConfig::Disable);
+        assert_eq!(mode("sslmode=require"), TlsConfig::Require);
         assert_eq!(
             mode("sslmode=verify-full"),
-            TlsMode::VerifyFull { ca_file: None }
+            TlsConfig::VerifyFull { ca_file: None }
         );
         assert_eq!(
             mode("sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3"),
-            TlsMode::VerifyFull {
+            TlsConfig::VerifyFull {
                 ca_file: Some("/etc/ca.pem".into())
             }
         );

@@ -45,7 +45,7 @@ pub enum VaultPgError {
 /// [`VaultPgPool::report_error`].
 ///
 /// ```no_run
-/// use cqrs_postgres::{PostgresConfig, TlsMode, vault::VaultPgPool};
+/// use cqrs_postgres::{PostgresConfig, TlsConfig, vault::VaultPgPool};
 /// use cqrs_vault::{Auth, LeaseOptions, VaultClient, VaultConfig};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,7 +54,7 @@ pub enum VaultPgError {
 ///     Auth::approle_files("/work/main/.stack/vault/approle/orders"),
 /// ))
 /// .await?;
-/// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?.with_tls(TlsMode::Disable);
+/// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?.with_tls(TlsConfig::Disable);
 /// let pg = VaultPgPool::connect(config, &vault, "orders", LeaseOptions::default()).await?;
 /// pg.pool().migrate().await?;
 /// // ... PostgresStore::new(pg.pool(), mode) ...

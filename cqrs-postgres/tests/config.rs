@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::TestDb;
 use cqrs_core::{AggregateStore, PersistenceMode, StoreError};
 use cqrs_postgres::{
-    Credentials, PgPool, PoolOptions, PostgresConfig, PostgresError, PostgresStore, RoleName,
+    Credentials, PgPool, PoolConfig, PostgresConfig, PostgresError, PostgresStore, RoleName,
     SchemaName, Secret, SwappableCredentials,
 };
 use cqrs_test_support::account::Account;
@@ -64,7 +64,7 @@ async fn unreachable_server_is_a_transient_backend_error() {
     // Port 1 on loopback: connection refused at once.
     let config = PostgresConfig::from_url("postgres://u:secret-pw@127.0.0.1:1/db", "svc")
         .unwrap()
-        .with_pool(PoolOptions {
+        .with_pool(PoolConfig {
             max_size: 1,
             wait_timeout: Some(Duration::from_secs(2)),
             create_timeout: Some(Duration::from_secs(2)),
