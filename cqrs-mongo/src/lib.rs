@@ -24,7 +24,7 @@ pub use mongodb::IndexModel;
 
 pub use bulk::{BulkOptions, BulkResult, BulkStrategy, BulkWriter, ItemError, ItemOutcome};
 pub use checkpoint::{Checkpoint, CheckpointStore, CheckpointUpdate};
-pub use client::{Credentials, MongoClient, MongoConfig, PoolConfig, Secret, TlsConfig};
+pub use client::{MongoClient, MongoConfig, MongoCredentials, PoolConfig, Secret, TlsConfig};
 pub use error::{MongoError, Result};
 pub use guard::WriteOutcome;
 pub use layout::Layout;
