@@ -22,8 +22,8 @@
 //!    retried with backoff while MongoDB is away,
 //! 7. commit: once [`pipeline`] settled a batch, the loop stores its offsets.
 //!
-//! Failures go to the [`dead_letter`] topic and park their key; [`dlq`] holds the operator
-//! commands. [`progress`] follows each projection's checkpoints. [`SyncService`] runs it
+//! Failures go to the [`dead_letter`] topic and park their key; [`dead_letter::admin`]
+//! holds the operator commands. [`progress`] follows each projection's checkpoints. [`SyncService`] runs it
 //! all ([`runtime`]); [`config`] reads `sync.toml`.
 //!
 //! The stages behind the loop take records in and give writes out through small
@@ -62,7 +62,7 @@
 // What embedding needs: the service and its configuration, registration (on
 // `SyncService`), dead-letter replay, rebuilds, metrics and telemetry.
 pub mod config;
-pub mod dlq;
+pub mod dead_letter;
 pub mod metrics;
 pub mod rebuild;
 pub mod service;
@@ -83,7 +83,6 @@ macro_rules! internal_modules {
 }
 
 internal_modules! {
-    dead_letter;
     decode;
     envelope;
     map;

@@ -249,9 +249,9 @@ impl SyncService {
     /// Re-processes pending dead letters (after a fix) through this service's projections.
     pub async fn replay_dead_letters(
         self,
-        selection: &crate::dlq::Selection,
-    ) -> Result<crate::dlq::ReplayReport, ServiceError> {
-        crate::dlq::replay(&self.config, self.projections, selection).await
+        selection: &crate::dead_letter::admin::Selection,
+    ) -> Result<crate::dead_letter::admin::ReplayReport, ServiceError> {
+        crate::dead_letter::admin::replay(&self.config, self.projections, selection).await
     }
 
     /// Runs until `shutdown` is cancelled, then settles the batches in hand and commits
