@@ -34,7 +34,7 @@ use tokio::sync::OnceCell;
 use crate::{
     checkpoint::{CheckpointStore, CheckpointUpdate},
     client::MongoClient,
-    errors::{DuplicateOn, Error, Result, classify_duplicate, display_id},
+    error::{DuplicateOn, MongoError, Result, classify_duplicate, display_id},
     guard::{self, GuardedOp, OpBody, WriteOutcome},
     model::{GuardedWrite, VersionFields},
 };
@@ -371,7 +371,7 @@ impl BulkWriter {
                     .database(Some("admin"))
                     .run_command(doc! { "hello": 1 })
                     .await
-                    .map_err(|e| Error::mongo("hello", "admin", None, e))?;
+                    .map_err(|e| MongoError::mongo("hello", "admin", None, e))?;
                 let wire = match hello.get("maxWireVersion") {
                     Some(Bson::Int32(v)) => i64::from(*v),
                     Some(Bson::Int64(v)) => *v,
@@ -844,7 +844,7 @@ impl BulkWriter {
                         }
                         Ok(raw)
                     }
-                    _ => Err(Error::mongo("bulkWrite", namespaces(units), None, e)),
+                    _ => Err(MongoError::mongo("bulkWrite", namespaces(units), None, e)),
                 }
             }
         }
@@ -901,9 +901,9 @@ impl BulkWriter {
                 let reply = db
                     .run_command(doc! { "update": &ns.coll, "updates": stmts, "ordered": false })
                     .await
-                    .map_err(|e| Error::mongo("update", ns.to_string(), None, e))?;
+                    .map_err(|e| MongoError::mongo("update", ns.to_string(), None, e))?;
                 if let Ok(wce) = reply.get_document("writeConcernError") {
-                    return Err(Error::WriteConcern {
+                    return Err(MongoError::WriteConcern {
                         collection: ns.to_string(),
                         message: wce
                             .get_str("errmsg")
@@ -931,7 +931,7 @@ impl BulkWriter {
                         }
                     }
                 }
-                Ok::<_, Error>((idx, out))
+                Ok::<_, MongoError>((idx, out))
             }
         });
         let mut raw = vec![Raw::Ok; units.len()];

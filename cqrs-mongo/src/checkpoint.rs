@@ -15,7 +15,7 @@ use mongodb::{Collection, Namespace};
 
 use crate::{
     client::MongoClient,
-    errors::{DuplicateOn, Error, Result, duplicate_in},
+    error::{DuplicateOn, MongoError, Result, duplicate_in},
     guard::WriteOutcome,
 };
 
@@ -54,7 +54,7 @@ impl CheckpointUpdate {
 
     /// The guarded upsert: `(filter, update)`.
     pub(crate) fn guarded(&self, collection: &str) -> Result<(Document, Document)> {
-        let position = i64::try_from(self.position).map_err(|_| Error::VersionOutOfRange {
+        let position = i64::try_from(self.position).map_err(|_| MongoError::VersionOutOfRange {
             collection: collection.to_string(),
             id: Some(format!("{}/{}", self.projection, self.partition)),
             version: cqrs_core::SourceVersion::new(self.position),
@@ -181,7 +181,7 @@ impl CheckpointStore {
                     }
                 }
                 Err(e) => {
-                    return Err(Error::mongo(
+                    return Err(MongoError::mongo(
                         "save checkpoint",
                         coll.namespace().to_string(),
                         Some(format!("{}/{}", update.projection, update.partition)),
@@ -208,7 +208,7 @@ impl CheckpointStore {
             .await
             .map(|_| ())
             .map_err(|e| {
-                Error::mongo(
+                MongoError::mongo(
                     "reset checkpoint",
                     coll.namespace().to_string(),
                     Some(format!("{}/{}", update.projection, update.partition)),
@@ -232,7 +232,7 @@ impl CheckpointStore {
             .find_one(doc! { "_id": key(projection, partition) })
             .await
             .map_err(|e| {
-                Error::mongo(
+                MongoError::mongo(
                     "load checkpoint",
                     coll.namespace().to_string(),
                     Some(format!("{projection}/{partition}")),
@@ -253,7 +253,7 @@ impl CheckpointStore {
     /// ```
     pub async fn load_all(&self, projection: &str) -> Result<Vec<Checkpoint>> {
         let coll = self.collection();
-        let wrap = |e| Error::mongo("load checkpoints", coll.namespace().to_string(), None, e);
+        let wrap = |e| MongoError::mongo("load checkpoints", coll.namespace().to_string(), None, e);
         let docs: Vec<Document> = coll
             .find(doc! { "projection": projection })
             .sort(doc! { "partition": 1 })
@@ -267,7 +267,7 @@ impl CheckpointStore {
 }
 
 fn parse(d: &Document, collection: &str) -> Result<Checkpoint> {
-    let bad = |field: &str, message: &str| Error::Decode {
+    let bad = |field: &str, message: &str| MongoError::Decode {
         collection: collection.to_string(),
         id: d.get("_id").map(|v| v.to_string()),
         field: field.to_string(),

@@ -22,7 +22,7 @@ use mongodb::{
 use crate::{
     bulk::BulkWriter,
     checkpoint::CheckpointStore,
-    errors::{Error, Result},
+    error::{MongoError, Result},
     layout::{DEFAULT_TOMBSTONE_RETENTION, Layout},
     model::MongoReadModel,
     repository::Repository,
@@ -33,18 +33,20 @@ pub use cqrs_core::Secret;
 /// Database used when neither the URI nor the settings name one.
 pub const DEFAULT_DATABASE: &str = "cqrs";
 
-/// A user name and password supplied at run time (from the environment, Vault...).
+/// A MongoDB login supplied at run time (from the environment, Vault...): user name,
+/// password and the database it authenticates against.
 ///
-/// They override any user info in the URI.
+/// They override any user info in the URI. Not `cqrs_postgres::Credentials`: a MongoDB
+/// login always has a password and an authentication database.
 ///
 /// ```
-/// use cqrs_mongo::Credentials;
+/// use cqrs_mongo::MongoCredentials;
 ///
-/// let c = Credentials::new("reader", "s3cret").with_source("admin");
+/// let c = MongoCredentials::new("reader", "s3cret").with_source("admin");
 /// assert!(!format!("{c:?}").contains("s3cret"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct Credentials {
+pub struct MongoCredentials {
     /// User name.
     pub username: String,
     /// Password.
@@ -53,10 +55,10 @@ pub struct Credentials {
     pub source: Option<String>,
 }
 
-impl Credentials {
+impl MongoCredentials {
     /// User and password, authenticating against `admin`.
     pub fn new(username: impl Into<String>, password: impl Into<Secret>) -> Self {
-        Credentials {
+        MongoCredentials {
             username: username.into(),
             password: password.into(),
             source: None,
@@ -70,9 +72,9 @@ impl Credentials {
     }
 }
 
-impl fmt::Debug for Credentials {
+impl fmt::Debug for MongoCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
+        f.debug_struct("MongoCredentials")
             .field("username", &self.username)
             .field("password", &self.password)
             .field("source", &self.source)
@@ -170,10 +172,10 @@ impl Default for PoolConfig {
 /// `Debug` hides the password of the URI and of the credentials.
 ///
 /// ```
-/// use cqrs_mongo::{Credentials, MongoConfig};
+/// use cqrs_mongo::{MongoCredentials, MongoConfig};
 ///
 /// let config = MongoConfig::new("mongodb://app:pw@db.example:27017/?directConnection=true")
-///     .with_credentials(Credentials::new("app", "rotated"))
+///     .with_credentials(MongoCredentials::new("app", "rotated"))
 ///     .with_default_database("orders");
 /// let shown = format!("{config:?}");
 /// assert!(!shown.contains("pw@") && !shown.contains("rotated"));
@@ -183,7 +185,7 @@ pub struct MongoConfig {
     /// Connection string (`mongodb://` or `mongodb+srv://`).
     pub uri: String,
     /// Credentials overriding the URI's user info.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<MongoCredentials>,
     /// TLS settings overriding the URI's.
     pub tls: Option<TlsConfig>,
     /// Pool and timeouts.
@@ -225,7 +227,7 @@ impl MongoConfig {
     }
 
     /// Uses these credentials.
-    pub fn with_credentials(mut self, credentials: Credentials) -> Self {
+    pub fn with_credentials(mut self, credentials: MongoCredentials) -> Self {
         self.credentials = Some(credentials);
         self
     }
@@ -246,14 +248,14 @@ impl MongoConfig {
     /// `.env` use), with `database` as the default database.
     ///
     /// # Errors
-    /// [`Error::Config`] when `MONGODB_URI` is unset.
+    /// [`MongoError::Config`] when `MONGODB_URI` is unset.
     ///
     /// ```no_run
     /// let config = cqrs_mongo::MongoConfig::from_env("billing")?;
-    /// # Ok::<(), cqrs_mongo::Error>(())
+    /// # Ok::<(), cqrs_mongo::MongoError>(())
     /// ```
     pub fn from_env(database: impl Into<String>) -> Result<Self> {
-        let uri = std::env::var("MONGODB_URI").map_err(|_| Error::Config {
+        let uri = std::env::var("MONGODB_URI").map_err(|_| MongoError::Config {
             message: "MONGODB_URI is not set".into(),
         })?;
         Ok(Self::new(uri).with_default_database(database))
@@ -266,15 +268,16 @@ impl MongoConfig {
     }
 
     async fn client_options(&self) -> Result<(ClientOptions, String)> {
-        let mut options = ClientOptions::parse(&self.uri)
-            .await
-            .map_err(|e| Error::Config {
-                message: format!(
-                    "cannot parse connection string {}: {}",
-                    redact_uri(&self.uri),
-                    redact_message(&e.to_string(), &self.uri)
-                ),
-            })?;
+        let mut options =
+            ClientOptions::parse(&self.uri)
+                .await
+                .map_err(|e| MongoError::Config {
+                    message: format!(
+                        "cannot parse connection string {}: {}",
+                        redact_uri(&self.uri),
+                        redact_message(&e.to_string(), &self.uri)
+                    ),
+                })?;
         if let Some(c) = &self.credentials {
             options.credential = Some(
                 Credential::builder()
@@ -380,16 +383,16 @@ struct Shared {
 ///
 /// ```no_run
 /// # async fn demo() -> cqrs_mongo::Result<()> {
-/// use cqrs_mongo::{Credentials, MongoClient, MongoConfig};
+/// use cqrs_mongo::{MongoCredentials, MongoClient, MongoConfig};
 ///
 /// let mongo = MongoClient::connect(
 ///     MongoConfig::new("mongodb://127.0.0.1:27017/?directConnection=true")
-///         .with_credentials(Credentials::new("app", "from-vault")),
+///         .with_credentials(MongoCredentials::new("app", "from-vault")),
 /// )
 /// .await?;
 /// mongo.ping().await?;
 /// // later, when Vault hands out a new user:
-/// mongo.rotate_credentials(Credentials::new("app-2", "new-secret")).await?;
+/// mongo.rotate_credentials(MongoCredentials::new("app-2", "new-secret")).await?;
 /// # Ok(()) }
 /// ```
 #[derive(Clone)]
@@ -401,7 +404,7 @@ impl MongoClient {
     /// Builds a client from settings.
     pub async fn connect(config: MongoConfig) -> Result<Self> {
         let (options, default_database) = config.client_options().await?;
-        let client = Client::with_options(options).map_err(|e| Error::Config {
+        let client = Client::with_options(options).map_err(|e| MongoError::Config {
             message: redact_message(&e.to_string(), &config.uri),
         })?;
         Ok(MongoClient {
@@ -543,10 +546,10 @@ impl MongoClient {
     ///
     /// ```no_run
     /// # async fn demo(mongo: cqrs_mongo::MongoClient) -> cqrs_mongo::Result<()> {
-    /// mongo.rotate_credentials(cqrs_mongo::Credentials::new("app-v2", "pw")).await?;
+    /// mongo.rotate_credentials(cqrs_mongo::MongoCredentials::new("app-v2", "pw")).await?;
     /// # Ok(()) }
     /// ```
-    pub async fn rotate_credentials(&self, credentials: Credentials) -> Result<()> {
+    pub async fn rotate_credentials(&self, credentials: MongoCredentials) -> Result<()> {
         let config = {
             let guard = match self.shared.config.read() {
                 Ok(g) => g,
@@ -566,7 +569,7 @@ impl MongoClient {
     /// ```
     pub async fn rebuild(&self, config: MongoConfig) -> Result<()> {
         let (options, default_database) = config.client_options().await?;
-        let client = Client::with_options(options).map_err(|e| Error::Config {
+        let client = Client::with_options(options).map_err(|e| MongoError::Config {
             message: redact_message(&e.to_string(), &config.uri),
         })?;
         ping(&client.database(&default_database)).await?;
@@ -641,7 +644,7 @@ async fn ping(db: &Database) -> Result<()> {
     db.run_command(doc! { "ping": 1 })
         .await
         .map(|_| ())
-        .map_err(|e| Error::mongo("ping", db.name(), None, e))
+        .map_err(|e| MongoError::mongo("ping", db.name(), None, e))
 }
 
 #[cfg(test)]

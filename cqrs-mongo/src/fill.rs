@@ -28,7 +28,7 @@ use futures::TryStreamExt;
 
 use crate::{
     bulk::BulkWriter,
-    errors::{Error, Result, display_id},
+    error::{MongoError, Result, display_id},
     guard::{GuardedOp, OpBody},
     model::{AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, SCOPES_FIELD, VersionFields},
 };
@@ -72,10 +72,10 @@ impl BulkWriter {
             .find(doc! { "_id": { "$in": ids.to_vec() } })
             .projection(projection)
             .await
-            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?
+            .map_err(|e| MongoError::mongo("find", layout.live.clone(), None, e))?
             .try_collect()
             .await
-            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?;
+            .map_err(|e| MongoError::mongo("find", layout.live.clone(), None, e))?;
         let mut out = Vec::with_capacity(found.len());
         for d in found {
             if d.get_bool(DELETED_FIELD).unwrap_or(false) {
@@ -173,8 +173,8 @@ fn insert_path(doc: &mut Document, path: &str, value: Bson) -> std::result::Resu
     Err("an empty path".into())
 }
 
-fn refused(op: &GuardedOp, reason: &str) -> Error {
-    Error::InvalidWrite {
+fn refused(op: &GuardedOp, reason: &str) -> MongoError {
+    MongoError::InvalidWrite {
         collection: op.collection.clone(),
         id: Some(display_id(&op.id)),
         reason: format!("cannot fill: {reason}"),
@@ -257,7 +257,7 @@ mod tests {
         let update = doc! { "$set": { "a": 1, "a.b": 2 } };
         assert!(matches!(
             into_fill(op(OpBody::Update(update)), &fields()),
-            Err(Error::InvalidWrite { .. })
+            Err(MongoError::InvalidWrite { .. })
         ));
     }
 }

@@ -25,7 +25,7 @@ use mongodb::Collection;
 
 use crate::{
     children::{self, CHILDREN_FIELD},
-    errors::{DuplicateOn, Error, Result, display_id, duplicate_in},
+    error::{DuplicateOn, MongoError, Result, display_id, duplicate_in},
     model::{
         AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, GuardedWrite, SCOPES_FIELD,
         VersionFields, origin_key,
@@ -145,8 +145,8 @@ fn reserved(field: &str, fields: &VersionFields) -> bool {
         || field.starts_with(&format!("{}.", fields.position))
 }
 
-fn invalid(collection: &str, id: &Bson, reason: String) -> Error {
-    Error::InvalidWrite {
+fn invalid(collection: &str, id: &Bson, reason: String) -> MongoError {
+    MongoError::InvalidWrite {
         collection: collection.to_string(),
         id: Some(display_id(id)),
         reason,
@@ -409,7 +409,7 @@ pub(crate) async fn execute_one(
                         Err(e) if duplicate_in(&e) == Some(DuplicateOn::Id) => {
                             Ok(WriteOutcome::Stale)
                         }
-                        Err(e) => Err(Error::mongo(
+                        Err(e) => Err(MongoError::mongo(
                             "guarded write",
                             coll.namespace().to_string(),
                             Some(display_id(&op.id)),
@@ -423,7 +423,7 @@ pub(crate) async fn execute_one(
                 }
                 Some(DuplicateOn::Id) => return Ok(WriteOutcome::Stale),
                 _ => {
-                    return Err(Error::mongo(
+                    return Err(MongoError::mongo(
                         "guarded write",
                         coll.namespace().to_string(),
                         Some(display_id(&op.id)),
@@ -473,7 +473,7 @@ mod tests {
         };
         assert!(matches!(
             build(&w.clone().into(), &fields(), bson::DateTime::now()),
-            Err(Error::InvalidWrite { .. })
+            Err(MongoError::InvalidWrite { .. })
         ));
         let w = ReadModelWrite::Replace {
             target: Target::collection("c"),
@@ -483,7 +483,7 @@ mod tests {
         };
         assert!(matches!(
             build(&w.clone().into(), &fields(), bson::DateTime::now()),
-            Err(Error::InvalidWrite { .. })
+            Err(MongoError::InvalidWrite { .. })
         ));
     }
 
@@ -495,7 +495,7 @@ mod tests {
             version: SourceVersion::new(u64::MAX),
         };
         let err = build(&w.clone().into(), &fields(), bson::DateTime::now()).unwrap_err();
-        assert!(matches!(err, Error::VersionOutOfRange { .. }), "{err}");
+        assert!(matches!(err, MongoError::VersionOutOfRange { .. }), "{err}");
         assert_eq!(err.id(), Some("a"));
     }
 }

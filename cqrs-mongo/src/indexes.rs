@@ -2,7 +2,7 @@
 //!
 //! [`ensure_indexes`] creates the declared indexes that are missing and checks the others:
 //! an existing index with the same name but other keys, or with the same keys but other
-//! options (unique, sparse, TTL, partial filter), is an [`Error::IndexConflict`], never
+//! options (unique, sparse, TTL, partial filter), is a [`MongoError::IndexConflict`], never
 //! silently ignored nor silently dropped.
 
 use std::time::Duration;
@@ -12,7 +12,7 @@ use futures::TryStreamExt;
 use mongodb::{Collection, IndexModel, options::IndexOptions};
 
 use crate::{
-    errors::{Error, Result, error_code},
+    error::{MongoError, Result, error_code},
     model::DELETED_AT_FIELD,
 };
 
@@ -114,16 +114,16 @@ pub async fn ensure_indexes(
         Ok(cursor) => cursor
             .try_collect()
             .await
-            .map_err(|e| Error::mongo("listIndexes", ns.clone(), None, e))?,
+            .map_err(|e| MongoError::mongo("listIndexes", ns.clone(), None, e))?,
         // NamespaceNotFound: no collection yet, hence no index.
         Err(e) if error_code(&e) == Some(26) => Vec::new(),
-        Err(e) => return Err(Error::mongo("listIndexes", ns, None, e)),
+        Err(e) => return Err(MongoError::mongo("listIndexes", ns, None, e)),
     };
     let mut missing = Vec::new();
     for index in declared {
         let name = name_of(&index);
         let wanted = spec(&index);
-        let conflict = |reason: &str, other: &IndexModel| Error::IndexConflict {
+        let conflict = |reason: &str, other: &IndexModel| MongoError::IndexConflict {
             collection: ns.clone(),
             name: name.clone(),
             reason: reason.to_string(),
@@ -170,14 +170,14 @@ pub async fn ensure_indexes(
     let names: Vec<String> = missing.iter().map(name_of).collect();
     match coll.create_indexes(missing.clone()).await {
         Ok(_) => Ok(names),
-        Err(e) if matches!(error_code(&e), Some(85 | 86)) => Err(Error::IndexConflict {
+        Err(e) if matches!(error_code(&e), Some(85 | 86)) => Err(MongoError::IndexConflict {
             collection: ns,
             name: names.join(", "),
             reason: format!("the server refused the index: {e}"),
             existing: Box::default(),
             declared: Box::new(missing.first().map(spec).unwrap_or_default()),
         }),
-        Err(e) => Err(Error::mongo("createIndexes", ns, None, e)),
+        Err(e) => Err(MongoError::mongo("createIndexes", ns, None, e)),
     }
 }
 

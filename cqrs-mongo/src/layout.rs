@@ -30,7 +30,7 @@ use futures::TryStreamExt;
 use mongodb::{Database, IndexModel};
 
 use crate::client::MongoClient;
-use crate::errors::{Error, Result, error_code};
+use crate::error::{MongoError, Result, error_code};
 use crate::indexes::TOMBSTONE_INDEX;
 use crate::model::DELETED_FIELD;
 
@@ -158,7 +158,7 @@ impl MongoClient {
             .registry(db)
             .find_one(doc! { "_id": name, "state": "ready" })
             .await
-            .map_err(|e| Error::mongo("find", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| MongoError::mongo("find", READ_MODELS_COLLECTION, Some(name.into()), e))?;
         Ok(found.and_then(|d| Layout::from_record(db, &d)))
     }
 
@@ -201,7 +201,7 @@ impl MongoClient {
                 return self.await_layout(&db_name, name).await;
             }
             Err(e) => {
-                return Err(Error::mongo(
+                return Err(MongoError::mongo(
                     "insert",
                     READ_MODELS_COLLECTION,
                     Some(name.into()),
@@ -215,7 +215,9 @@ impl MongoClient {
         self.registry(&db_name)
             .update_one(doc! { "_id": name }, doc! { "$set": { "state": "ready" } })
             .await
-            .map_err(|e| Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| {
+                MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+            })?;
         tracing::info!(database = %db_name, read_model = name, live = %layout.live, "read model laid out");
         self.cache_layout(layout.clone());
         Ok(layout)
@@ -229,7 +231,7 @@ impl MongoClient {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        Err(Error::Config {
+        Err(MongoError::Config {
             message: format!(
                 "read model {db}.{name}: another process claimed its creation and did not finish \
                  within 5 s (remove its `_read_models` entry if that process died)"
@@ -248,7 +250,7 @@ impl MongoClient {
                 admin
                     .run_command(doc! { "renameCollection": &from, "to": &to })
                     .await
-                    .map_err(|e| Error::mongo("renameCollection", from.clone(), None, e))?;
+                    .map_err(|e| MongoError::mongo("renameCollection", from.clone(), None, e))?;
                 tracing::info!(
                     from,
                     to,
@@ -260,7 +262,7 @@ impl MongoClient {
                 db.collection::<Document>(name)
                     .drop()
                     .await
-                    .map_err(|e| Error::mongo("drop view", name, None, e))?;
+                    .map_err(|e| MongoError::mongo("drop view", name, None, e))?;
             }
             None => {}
         }
@@ -269,7 +271,7 @@ impl MongoClient {
                 Ok(()) => {}
                 // Created meanwhile by a write: fine.
                 Err(e) if error_code(&e) == Some(48) => {}
-                Err(e) => return Err(Error::mongo("create", physical, None, e)),
+                Err(e) => return Err(MongoError::mongo("create", physical, None, e)),
             }
         }
         self.ensure_retention(db, physical, self.tombstone_retention())
@@ -288,10 +290,10 @@ impl MongoClient {
         let existing: Vec<IndexModel> = coll
             .list_indexes()
             .await
-            .map_err(|e| Error::mongo("listIndexes", physical, None, e))?
+            .map_err(|e| MongoError::mongo("listIndexes", physical, None, e))?
             .try_collect()
             .await
-            .map_err(|e| Error::mongo("listIndexes", physical, None, e))?;
+            .map_err(|e| MongoError::mongo("listIndexes", physical, None, e))?;
         let current = existing
             .iter()
             .find(|i| i.options.as_ref().and_then(|o| o.name.as_deref()) == Some(TOMBSTONE_INDEX));
@@ -303,21 +305,21 @@ impl MongoClient {
             Some(_) => {
                 coll.drop_index(TOMBSTONE_INDEX)
                     .await
-                    .map_err(|e| Error::mongo("dropIndex", physical, None, e))?;
+                    .map_err(|e| MongoError::mongo("dropIndex", physical, None, e))?;
             }
             None => {}
         }
         match coll.create_index(tombstone_ttl_index(retention)).await {
             Ok(_) => Ok(()),
             // Another index on `_deleted_at` (with other options) is in the way.
-            Err(e) if matches!(error_code(&e), Some(85 | 86)) => Err(Error::IndexConflict {
+            Err(e) if matches!(error_code(&e), Some(85 | 86)) => Err(MongoError::IndexConflict {
                 collection: format!("{}.{physical}", db.name()),
                 name: TOMBSTONE_INDEX.into(),
                 reason: format!("the server refused the tombstone TTL index: {e}"),
                 existing: Box::default(),
                 declared: Box::new(doc! { "key": { "_deleted_at": 1 } }),
             }),
-            Err(e) => Err(Error::mongo("createIndex", physical, None, e)),
+            Err(e) => Err(MongoError::mongo("createIndex", physical, None, e)),
         }
     }
 
@@ -349,7 +351,9 @@ impl MongoClient {
                 doc! { "$set": { "building": &next, "building_since": bson::DateTime::now() } },
             )
             .await
-            .map_err(|e| Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| {
+                MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+            })?;
         if updated.matched_count == 0 {
             // The entry has no `building` field yet: set it the first time.
             self.registry(&layout.database)
@@ -359,7 +363,7 @@ impl MongoClient {
                 )
                 .await
                 .map_err(|e| {
-                    Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+                    MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
                 })?;
         }
         self.reload_layout(&layout.database, name).await
@@ -371,14 +375,14 @@ impl MongoClient {
     pub async fn switch_rebuild(&self, database: Option<&str>, name: &str) -> Result<Layout> {
         let layout = self.ensure_layout(database, name).await?;
         let Some(building) = layout.building.clone() else {
-            return Err(Error::Config {
+            return Err(MongoError::Config {
                 message: format!("read model {name}: no rebuild under way"),
             });
         };
         let db = self.database(Some(&layout.database));
         db.run_command(doc! { "collMod": name, "viewOn": &building, "pipeline": view_pipeline() })
             .await
-            .map_err(|e| Error::mongo("collMod", name, None, e))?;
+            .map_err(|e| MongoError::mongo("collMod", name, None, e))?;
         self.registry(&layout.database)
             .update_one(
                 doc! { "_id": name },
@@ -393,7 +397,9 @@ impl MongoClient {
                 },
             )
             .await
-            .map_err(|e| Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| {
+                MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+            })?;
         tracing::info!(read_model = name, live = %building, previous = %layout.live, "read model switched to its rebuilt version");
         self.reload_layout(&layout.database, name).await
     }
@@ -410,12 +416,14 @@ impl MongoClient {
                 doc! { "$unset": { "building": "", "building_since": "" } },
             )
             .await
-            .map_err(|e| Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| {
+                MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+            })?;
         self.database(Some(&layout.database))
             .collection::<Document>(&building)
             .drop()
             .await
-            .map_err(|e| Error::mongo("drop", building.clone(), None, e))?;
+            .map_err(|e| MongoError::mongo("drop", building.clone(), None, e))?;
         self.reload_layout(&layout.database, name).await
     }
 
@@ -449,7 +457,7 @@ impl MongoClient {
             .collection::<Document>(collection)
             .drop()
             .await
-            .map_err(|e| Error::mongo("drop", collection, None, e))?;
+            .map_err(|e| MongoError::mongo("drop", collection, None, e))?;
         Ok(true)
     }
 
@@ -463,11 +471,13 @@ impl MongoClient {
             .collection::<Document>(&previous)
             .drop()
             .await
-            .map_err(|e| Error::mongo("drop", previous.clone(), None, e))?;
+            .map_err(|e| MongoError::mongo("drop", previous.clone(), None, e))?;
         self.registry(&layout.database)
             .update_one(doc! { "_id": name }, doc! { "$unset": { "previous": "" } })
             .await
-            .map_err(|e| Error::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e))?;
+            .map_err(|e| {
+                MongoError::mongo("update", READ_MODELS_COLLECTION, Some(name.into()), e)
+            })?;
         self.reload_layout(&layout.database, name).await
     }
 
@@ -475,7 +485,7 @@ impl MongoClient {
         let layout = self
             .read_layout(db, name)
             .await?
-            .ok_or_else(|| Error::Config {
+            .ok_or_else(|| MongoError::Config {
                 message: format!("read model {db}.{name}: its registry entry disappeared"),
             })?;
         self.cache_layout(layout.clone());
@@ -492,7 +502,7 @@ async fn collection_kind(db: &Database, name: &str) -> Result<Option<Kind>> {
     let specs: Vec<Document> = db
         .run_command(doc! { "listCollections": 1, "filter": { "name": name }, "nameOnly": false })
         .await
-        .map_err(|e| Error::mongo("listCollections", name, None, e))?
+        .map_err(|e| MongoError::mongo("listCollections", name, None, e))?
         .get_document("cursor")
         .ok()
         .and_then(|c| c.get_array("firstBatch").ok())
@@ -510,7 +520,7 @@ async fn create_view(db: &Database, name: &str, physical: &str) -> Result<()> {
             .run_command(doc! { "collMod": name, "viewOn": physical, "pipeline": view_pipeline() })
             .await
             .map(|_| ())
-            .map_err(|e| Error::mongo("collMod", name, None, e));
+            .map_err(|e| MongoError::mongo("collMod", name, None, e));
     }
     match db
         .run_command(doc! { "create": name, "viewOn": physical, "pipeline": view_pipeline() })
@@ -518,7 +528,7 @@ async fn create_view(db: &Database, name: &str, physical: &str) -> Result<()> {
     {
         Ok(_) => Ok(()),
         Err(e) if error_code(&e) == Some(48) => Ok(()),
-        Err(e) => Err(Error::mongo("create view", name, None, e)),
+        Err(e) => Err(MongoError::mongo("create view", name, None, e)),
     }
 }
 
@@ -528,10 +538,10 @@ async fn copy_indexes(db: &Database, from: &str, to: &str) -> Result<()> {
         .collection::<Document>(from)
         .list_indexes()
         .await
-        .map_err(|e| Error::mongo("listIndexes", from, None, e))?
+        .map_err(|e| MongoError::mongo("listIndexes", from, None, e))?
         .try_collect()
         .await
-        .map_err(|e| Error::mongo("listIndexes", from, None, e))?;
+        .map_err(|e| MongoError::mongo("listIndexes", from, None, e))?;
     let copies: Vec<IndexModel> = indexes
         .into_iter()
         .filter(|i| {
@@ -552,5 +562,5 @@ async fn copy_indexes(db: &Database, from: &str, to: &str) -> Result<()> {
         .create_indexes(copies)
         .await
         .map(|_| ())
-        .map_err(|e| Error::mongo("createIndexes", to, None, e))
+        .map_err(|e| MongoError::mongo("createIndexes", to, None, e))
 }

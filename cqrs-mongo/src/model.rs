@@ -10,7 +10,7 @@
 //!
 //! Comparison is therefore exact with one filter, and `$or`-shaped only when the index is
 //! non-zero (see [`guard`](crate::guard)). Positions above `i64::MAX` are rejected with
-//! [`Error::VersionOutOfRange`] (a PostgreSQL LSN or an aggregate version never gets
+//! [`MongoError::VersionOutOfRange`] (a PostgreSQL LSN or an aggregate version never gets
 //! there). A document without a version field counts as version zero: any write applies.
 //!
 //! # Tombstones
@@ -28,7 +28,7 @@ use cqrs_core::{ConsistencyToken, ReadModel, ReadModelWrite, SourceVersion};
 use mongodb::IndexModel;
 use serde::de::DeserializeOwned;
 
-use crate::errors::{Error, Result, display_id};
+use crate::error::{MongoError, Result, display_id};
 
 /// Field flagging a tombstone.
 pub const DELETED_FIELD: &str = "_deleted";
@@ -271,11 +271,12 @@ impl VersionFields {
         collection: &str,
         id: Option<&Bson>,
     ) -> Result<(i64, i64)> {
-        let position = i64::try_from(version.position).map_err(|_| Error::VersionOutOfRange {
-            collection: collection.to_string(),
-            id: id.map(display_id),
-            version,
-        })?;
+        let position =
+            i64::try_from(version.position).map_err(|_| MongoError::VersionOutOfRange {
+                collection: collection.to_string(),
+                id: id.map(display_id),
+                version,
+            })?;
         Ok((position, i64::from(version.index)))
     }
 
@@ -283,7 +284,7 @@ impl VersionFields {
     pub fn read(&self, doc: &Document, collection: &str) -> Result<SourceVersion> {
         let position = read_u64(doc, &self.position, collection)?;
         let index = read_u64(doc, &self.index, collection)?;
-        let index = u32::try_from(index).map_err(|_| Error::Decode {
+        let index = u32::try_from(index).map_err(|_| MongoError::Decode {
             collection: collection.to_string(),
             id: doc.get("_id").map(display_id),
             field: self.index.clone(),
@@ -294,7 +295,7 @@ impl VersionFields {
 }
 
 fn read_u64(doc: &Document, field: &str, collection: &str) -> Result<u64> {
-    let bad = |message: String| Error::Decode {
+    let bad = |message: String| MongoError::Decode {
         collection: collection.to_string(),
         id: doc.get("_id").map(display_id),
         field: field.to_string(),
@@ -350,7 +351,7 @@ pub fn decode<T: DeserializeOwned>(
     let deserializer = bson::Deserializer::new(Bson::Document(doc));
     let document: T = serde_path_to_error::deserialize(deserializer).map_err(|e| {
         let field = e.path().to_string();
-        Error::Decode {
+        MongoError::Decode {
             collection: collection.to_string(),
             id,
             field,

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use crate::{
     client::MongoClient,
-    errors::{Error, Result, display_id},
+    error::{MongoError, Result, display_id},
     guard::{self, WriteOutcome},
     indexes,
     model::{
@@ -30,7 +30,7 @@ use crate::{
 /// A query filter built from typed values.
 ///
 /// Values are serialized with serde (a value that cannot be is reported when the query
-/// runs, as [`Error::InvalidQuery`]).
+/// runs, as [`MongoError::InvalidQuery`]).
 ///
 /// ```
 /// use cqrs_mongo::{Filter, bson::doc};
@@ -584,22 +584,27 @@ impl<M: MongoReadModel> Repository<M> {
         M::Id: Borrow<Q>,
         Q: Serialize + fmt::Debug + Sync + ?Sized,
     {
-        bson::to_bson(id).map_err(|e| Error::Encode {
+        bson::to_bson(id).map_err(|e| MongoError::Encode {
             collection: M::COLLECTION.to_string(),
             id: Some(format!("{id:?}")),
             message: format!("id: {e}"),
         })
     }
 
-    fn mongo_err(&self, op: &'static str, id: Option<String>, e: mongodb::error::Error) -> Error {
-        Error::mongo(op, M::COLLECTION, id, e)
+    fn mongo_err(
+        &self,
+        op: &'static str,
+        id: Option<String>,
+        e: mongodb::error::Error,
+    ) -> MongoError {
+        MongoError::mongo(op, M::COLLECTION, id, e)
     }
 
     fn filter_doc(&self, filter: &Filter) -> Result<Document> {
         filter
             .clone()
             .into_document()
-            .map_err(|reason| Error::InvalidQuery {
+            .map_err(|reason| MongoError::InvalidQuery {
                 collection: M::COLLECTION.to_string(),
                 reason,
             })
@@ -608,7 +613,7 @@ impl<M: MongoReadModel> Repository<M> {
     /// Creates (or verifies) the model's indexes and the tombstone index; returns the
     /// names of the indexes created.
     ///
-    /// A conflicting existing index is an [`Error::IndexConflict`].
+    /// A conflicting existing index is a [`MongoError::IndexConflict`].
     pub async fn ensure_indexes(&self) -> Result<Vec<String>> {
         let layout = self.client.layout(M::DATABASE, M::COLLECTION).await?;
         let db = self.client.database(Some(&layout.database));
@@ -731,7 +736,7 @@ impl<M: MongoReadModel> Repository<M> {
             .map_err(|e| self.mongo_err("aggregate", None, e))?;
         rows.into_iter()
             .map(|row| {
-                bson::from_document(row).map_err(|e| Error::Decode {
+                bson::from_document(row).map_err(|e| MongoError::Decode {
                     collection: M::COLLECTION.to_string(),
                     id: None,
                     field: "(aggregation row)".into(),
@@ -807,7 +812,7 @@ impl<M: MongoReadModel> Repository<M> {
     }
 
     fn decode_cursor(&self, cursor: &PageCursor, keys: &[(String, i32)]) -> Result<Vec<Bson>> {
-        let invalid = |reason: &str| Error::InvalidCursor {
+        let invalid = |reason: &str| MongoError::InvalidCursor {
             collection: M::COLLECTION.to_string(),
             reason: reason.to_string(),
         };
@@ -841,7 +846,7 @@ impl<M: MongoReadModel> Repository<M> {
     /// Guarded full replace of a document (creating it if needed).
     pub async fn replace(&self, document: &M, version: SourceVersion) -> Result<WriteOutcome> {
         let id = self.id_bson(&document.id())?;
-        let doc = bson::to_document(document).map_err(|e| Error::Encode {
+        let doc = bson::to_document(document).map_err(|e| MongoError::Encode {
             collection: M::COLLECTION.to_string(),
             id: Some(display_id(&id)),
             message: e.to_string(),
@@ -867,7 +872,7 @@ impl<M: MongoReadModel> Repository<M> {
         Q: Serialize + fmt::Debug + Sync + ?Sized,
     {
         let id = self.id_bson(id)?;
-        let set = patch.set.map_err(|message| Error::Encode {
+        let set = patch.set.map_err(|message| MongoError::Encode {
             collection: M::COLLECTION.to_string(),
             id: Some(display_id(&id)),
             message,

@@ -15,7 +15,7 @@ use cqrs_vault::{KvOptions, KvSecret, KvVersion, VaultClient, VaultError};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::client::{Credentials, MongoClient, MongoConfig};
+use crate::client::{MongoClient, MongoConfig, MongoCredentials};
 
 /// Why [`VaultMongo::connect`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -26,7 +26,7 @@ pub enum VaultMongoError {
     Vault(#[from] VaultError),
     /// The client could not be built from it.
     #[error("mongodb: {0}")]
-    Mongo(#[from] crate::errors::Error),
+    Mongo(#[from] crate::error::MongoError),
 }
 
 /// Which fields of the secret are used.
@@ -188,7 +188,7 @@ pub fn config_from(
     if options.use_credentials
         && let (Some(user), Some(password)) = (get("username"), get("password"))
     {
-        let mut creds = Credentials::new(user, password);
+        let mut creds = MongoCredentials::new(user, password);
         if let Some(source) = options.auth_source.clone().or_else(|| get("auth_source")) {
             creds = creds.with_source(source);
         }

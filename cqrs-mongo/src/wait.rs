@@ -20,7 +20,7 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::{
-    errors::{Error, Result, display_id},
+    error::{MongoError, Result, display_id},
     model::{AGGREGATES_FIELD, MongoReadModel, Versioned, decode, is_tombstone, origin_key},
     repository::Repository,
 };
@@ -60,7 +60,7 @@ const MAX_POLL: Duration = Duration::from_millis(100);
 impl<M: MongoReadModel> Repository<M> {
     /// Waits until the document reaches `version` (or is deleted at or after it).
     ///
-    /// On timeout: [`Error::WaitTimeout`] with the last version seen.
+    /// On timeout: [`MongoError::WaitTimeout`] with the last version seen.
     ///
     /// ```no_run
     /// # use cqrs_mongo::{MongoReadModel, Repository, Waited};
@@ -91,7 +91,7 @@ impl<M: MongoReadModel> Repository<M> {
     /// aggregate id must deserialize from a string into `M::Id`; for a document with another
     /// id (one fed by several aggregates), use [`Repository::wait_for_in`].
     ///
-    /// On timeout: [`Error::WaitTimeout`] with `wanted` = the token's version and
+    /// On timeout: [`MongoError::WaitTimeout`] with `wanted` = the token's version and
     /// `last_seen` = the last version of that aggregate the document showed (aggregate
     /// versions here, not source positions).
     ///
@@ -107,7 +107,7 @@ impl<M: MongoReadModel> Repository<M> {
     /// ```
     pub async fn wait_for(&self, token: &ConsistencyToken, timeout: Duration) -> Result<Waited<M>> {
         let id: M::Id = bson::from_bson(Bson::String(token.aggregate_id.clone())).map_err(|e| {
-            Error::InvalidQuery {
+            MongoError::InvalidQuery {
                 collection: M::COLLECTION.to_string(),
                 reason: format!(
                     "token id {:?} is not a {}: {e}; use wait_for_in with the document id",
@@ -155,7 +155,7 @@ impl<M: MongoReadModel> Repository<M> {
     /// Waits until the live document satisfies `ready` (for example, a projected
     /// aggregate-version field reaching a token's version).
     ///
-    /// On timeout: [`Error::WaitTimeout`] (with `wanted` = zero).
+    /// On timeout: [`MongoError::WaitTimeout`] (with `wanted` = zero).
     ///
     /// ```no_run
     /// # use cqrs_mongo::{MongoReadModel, Repository};
@@ -185,7 +185,7 @@ impl<M: MongoReadModel> Repository<M> {
             .await?
         {
             Waited::Document(d) => Ok(d),
-            Waited::Deleted { version } => Err(Error::WaitTimeout {
+            Waited::Deleted { version } => Err(MongoError::WaitTimeout {
                 collection: M::COLLECTION.to_string(),
                 id: format!("{id:?}"),
                 wanted: SourceVersion::ZERO,
@@ -263,7 +263,7 @@ impl<M: MongoReadModel> Repository<M> {
                 }
                 Ok(Ok(None)) => {}
                 Ok(Err(e)) => {
-                    return Err(Error::mongo(
+                    return Err(MongoError::mongo(
                         "find",
                         M::COLLECTION,
                         Some(display_id(&id_bson)),
@@ -274,7 +274,7 @@ impl<M: MongoReadModel> Repository<M> {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(Error::WaitTimeout {
+                return Err(MongoError::WaitTimeout {
                     collection: M::COLLECTION.to_string(),
                     id: display_id(&id_bson),
                     wanted,

@@ -9,7 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use common::{Item, TestDb};
 use cqrs_core::{ReadModelWrite, SourceVersion, Target};
 use cqrs_mongo::{
-    Error, MongoWrite, Patch, Query, WriteOutcome,
+    MongoError, MongoWrite, Patch, Query, WriteOutcome,
     bson::{Bson, doc},
 };
 use rand::{Rng, seq::SliceRandom};
@@ -393,7 +393,7 @@ async fn invalid_writes_are_typed_errors_with_collection_and_id() {
         .replace(&item("big", 1), SourceVersion::new(u64::MAX))
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::VersionOutOfRange { .. }), "{err}");
+    assert!(matches!(err, MongoError::VersionOutOfRange { .. }), "{err}");
     assert_eq!((err.collection(), err.id()), (Some("items"), Some("big")));
     let write: MongoWrite = ReadModelWrite::Patch {
         target: Target::collection("items"),
@@ -403,7 +403,7 @@ async fn invalid_writes_are_typed_errors_with_collection_and_id() {
         unset: vec!["a".into()],
     };
     let err = repo.apply(write).await.unwrap_err();
-    assert!(matches!(err, Error::InvalidWrite { .. }), "{err}");
+    assert!(matches!(err, MongoError::InvalidWrite { .. }), "{err}");
     assert_eq!(err.id(), Some("p"));
     let _ = HashMap::<u8, u8>::new();
     let _ = Duration::ZERO;

@@ -9,7 +9,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 use common::{Item, TestDb};
 use cqrs_core::{ConsistencyToken, ReadModel, SourceVersion};
 use cqrs_mongo::{
-    Error, Field, Filter, GuardedWrite, IndexModel, MongoReadModel, Query, Sort, Waited,
+    Field, Filter, GuardedWrite, IndexModel, MongoError, MongoReadModel, Query, Sort, Waited,
     bson::{self, Decimal128, doc},
     mongodb::options::IndexOptions,
 };
@@ -330,12 +330,12 @@ async fn pagination_returns_every_document_exactly_once() {
         .page(&Query::all().sort(Sort::desc("value")), Some(&next), 5)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidCursor { .. }), "{err}");
+    assert!(matches!(err, MongoError::InvalidCursor { .. }), "{err}");
     let err = repo
         .page(&Query::all(), Some(&"garbage!".parse().unwrap()), 5)
         .await
         .unwrap_err();
-    assert!(matches!(err, Error::InvalidCursor { .. }), "{err}");
+    assert!(matches!(err, MongoError::InvalidCursor { .. }), "{err}");
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -380,7 +380,7 @@ async fn malformed_documents_are_errors_naming_the_field() {
     for (id, field) in cases {
         let err = repo.get(id).await.unwrap_err();
         match &err {
-            Error::Decode {
+            MongoError::Decode {
                 collection,
                 id: got_id,
                 field: got,
@@ -402,7 +402,7 @@ async fn malformed_documents_are_errors_naming_the_field() {
     // find reports the first bad document too, without panicking.
     assert!(matches!(
         repo.find(&Query::all()).await,
-        Err(Error::Decode { .. })
+        Err(MongoError::Decode { .. })
     ));
 }
 
@@ -428,7 +428,7 @@ async fn index_conflicts_are_typed_errors() {
         .unwrap();
     let err = repo.ensure_indexes().await.unwrap_err();
     match &err {
-        Error::IndexConflict {
+        MongoError::IndexConflict {
             collection, name, ..
         } => {
             // The live physical collection of the read model.
@@ -465,7 +465,7 @@ async fn index_conflicts_are_typed_errors() {
         .unwrap();
     assert!(matches!(
         repo.ensure_indexes().await,
-        Err(Error::IndexConflict { .. })
+        Err(MongoError::IndexConflict { .. })
     ));
 }
 
@@ -519,7 +519,7 @@ async fn consistency_wait_returns_when_writer_catches_up_and_times_out_otherwise
         .await
         .unwrap_err();
     match err {
-        Error::WaitTimeout {
+        MongoError::WaitTimeout {
             last_seen,
             wanted,
             id: got,
@@ -538,7 +538,7 @@ async fn consistency_wait_returns_when_writer_catches_up_and_times_out_otherwise
     assert!(
         matches!(
             err,
-            Error::WaitTimeout {
+            MongoError::WaitTimeout {
                 last_seen: None,
                 ..
             }
@@ -636,7 +636,7 @@ async fn token_waits_follow_aggregate_versions_not_source_positions() {
     // Not yet at version 4: the timeout names the last aggregate version seen.
     let later = ConsistencyToken::new("Item", "t", 4);
     match repo.wait_for(&later, Duration::from_millis(200)).await {
-        Err(Error::WaitTimeout {
+        Err(MongoError::WaitTimeout {
             wanted, last_seen, ..
         }) => {
             assert_eq!(wanted, SourceVersion::new(4));

@@ -454,13 +454,13 @@ async fn bench(slice: Duration, smoke: bool) {
     let schema = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..10]);
     let config = PostgresConfig::from_url(&url, &schema)
         .expect("DATABASE_URL")
-        .pool_options(cqrs_postgres::PoolOptions {
+        .with_pool(cqrs_postgres::PoolConfig {
             max_size: 32,
             wait_timeout: Some(Duration::from_secs(60)),
             create_timeout: Some(Duration::from_secs(30)),
             recycle_timeout: Some(Duration::from_secs(30)),
         })
-        .connect_timeout(Duration::from_secs(30));
+        .with_connect_timeout(Duration::from_secs(30));
     let pool = PgPool::new(&config).expect("pool");
     if let Err(e) = pool.check().await {
         panic!(

@@ -11,19 +11,19 @@ use tokio_postgres::config::Host;
 use crate::credentials::{CredentialProvider, Credentials, Secret, StaticCredentials};
 use crate::error::PostgresError;
 use crate::schema::SchemaName;
-use crate::tls::TlsMode;
+use crate::tls::TlsConfig;
 
 /// Size and timeouts of the connection pool.
 ///
 /// ```
-/// use cqrs_postgres::PoolOptions;
+/// use cqrs_postgres::PoolConfig;
 /// use std::time::Duration;
 ///
-/// let options = PoolOptions { max_size: 32, ..PoolOptions::default() };
+/// let options = PoolConfig { max_size: 32, ..PoolConfig::default() };
 /// assert_eq!(options.wait_timeout, Some(Duration::from_secs(5)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolOptions {
+pub struct PoolConfig {
     /// Most connections open at once.
     pub max_size: usize,
     /// How long a caller waits for a free connection before a (transient) error.
@@ -34,9 +34,9 @@ pub struct PoolOptions {
     pub recycle_timeout: Option<Duration>,
 }
 
-impl Default for PoolOptions {
+impl Default for PoolConfig {
     fn default() -> Self {
-        PoolOptions {
+        PoolConfig {
             max_size: 16,
             wait_timeout: Some(Duration::from_secs(5)),
             create_timeout: Some(Duration::from_secs(5)),
@@ -52,16 +52,16 @@ impl Default for PoolOptions {
 /// [`CredentialProvider`], never printed: `Debug` shows `<redacted>`.
 ///
 /// ```
-/// use cqrs_postgres::{PostgresConfig, TlsMode};
+/// use cqrs_postgres::{PostgresConfig, TlsConfig};
 ///
 /// let config = PostgresConfig::from_url(
 ///     "postgres://svc_orders:s3cret@db.internal:5432/cqrs?sslmode=verify-full&sslrootcert=/etc/ssl/pg-ca.pem",
 ///     "orders",
 /// )?
-/// .max_connections(32);
+/// .with_max_connections(32);
 ///
 /// assert_eq!(config.schema().as_str(), "orders");
-/// assert_eq!(config.tls_mode(), &TlsMode::VerifyFull { ca_file: Some("/etc/ssl/pg-ca.pem".into()) });
+/// assert_eq!(config.tls(), &TlsConfig::VerifyFull { ca_file: Some("/etc/ssl/pg-ca.pem".into()) });
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// # Ok::<(), cqrs_postgres::PostgresError>(())
 /// ```
@@ -70,9 +70,9 @@ pub struct PostgresConfig {
     /// Server, database and session settings; never holds user or password.
     connection: tokio_postgres::Config,
     credentials: Arc<dyn CredentialProvider>,
-    tls: TlsMode,
+    tls: TlsConfig,
     schema: SchemaName,
-    pool: PoolOptions,
+    pool: PoolConfig,
 }
 
 impl PostgresConfig {
@@ -121,9 +121,9 @@ impl PostgresConfig {
         let tls = match tls {
             Some(tls) => tls,
             None => match parsed.get_ssl_mode() {
-                tokio_postgres::config::SslMode::Disable => TlsMode::Disable,
-                tokio_postgres::config::SslMode::Require => TlsMode::Require,
-                _ => TlsMode::Prefer,
+                tokio_postgres::config::SslMode::Disable => TlsConfig::Disable,
+                tokio_postgres::config::SslMode::Require => TlsConfig::Require,
+                _ => TlsConfig::Prefer,
             },
         };
         let user = parsed
@@ -144,7 +144,7 @@ impl PostgresConfig {
             credentials: Arc::new(StaticCredentials::new(Credentials::new(user, password))),
             tls,
             schema,
-            pool: PoolOptions::default(),
+            pool: PoolConfig::default(),
         };
         if config.connection.get_connect_timeout().is_none() {
             config.connection.connect_timeout(Duration::from_secs(5));
@@ -153,18 +153,18 @@ impl PostgresConfig {
     }
 
     /// Configuration from parts: host, port, database and schema. Set the login with
-    /// [`PostgresConfig::user`] or [`PostgresConfig::credentials`].
+    /// [`PostgresConfig::with_user`] or [`PostgresConfig::with_credentials`].
     ///
     /// # Errors
     /// [`PostgresError::InvalidIdentifier`] for a bad schema name.
     ///
     /// ```
-    /// use cqrs_postgres::{PostgresConfig, TlsMode};
+    /// use cqrs_postgres::{PostgresConfig, TlsConfig};
     ///
     /// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?
-    ///     .user("svc_orders", Some("s3cret".into()))
-    ///     .tls(TlsMode::Disable);
-    /// assert_eq!(config.tls_mode(), &TlsMode::Disable);
+    ///     .with_user("svc_orders", Some("s3cret".into()))
+    ///     .with_tls(TlsConfig::Disable);
+    /// assert_eq!(config.tls(), &TlsConfig::Disable);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
     pub fn new(host: &str, port: u16, dbname: &str, schema: &str) -> Result<Self, PostgresError> {
@@ -178,9 +178,9 @@ impl PostgresConfig {
         Ok(PostgresConfig {
             connection,
             credentials: Arc::new(StaticCredentials::new(Credentials::new("postgres", None))),
-            tls: TlsMode::default(),
+            tls: TlsConfig::default(),
             schema,
-            pool: PoolOptions::default(),
+            pool: PoolConfig::default(),
         })
     }
 
@@ -189,11 +189,11 @@ impl PostgresConfig {
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
-    ///     .user("svc_orders", Some(Secret::new("s3cret")));
+    ///     .with_user("svc_orders", Some(Secret::new("s3cret")));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn user(self, user: impl Into<String>, password: Option<Secret>) -> Self {
-        self.credentials(StaticCredentials::new(Credentials::new(user, password)))
+    pub fn with_user(self, user: impl Into<String>, password: Option<Secret>) -> Self {
+        self.with_credentials(StaticCredentials::new(Credentials::new(user, password)))
     }
 
     /// Takes the login from `provider`, asked each time a connection is opened (for
@@ -205,12 +205,12 @@ impl PostgresConfig {
     ///
     /// let creds = Arc::new(SwappableCredentials::new(Credentials::new("v-1", Some("p".into()))));
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?
-    ///     .credentials(Arc::clone(&creds));
+    ///     .with_credentials(Arc::clone(&creds));
     /// // Later, when the lease is renewed: new connections log in as v-2.
     /// creds.replace(Credentials::new("v-2", Some("q".into())));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn credentials(mut self, provider: impl CredentialProvider) -> Self {
+    pub fn with_credentials(mut self, provider: impl CredentialProvider) -> Self {
         self.credentials = Arc::new(provider);
         self
     }
@@ -219,26 +219,26 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls(TlsMode::Require);
-    /// assert_eq!(config.tls_mode(), &TlsMode::Require);
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls(TlsConfig::Require);
+    /// assert_eq!(config.tls(), &TlsConfig::Require);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls(mut self, tls: TlsMode) -> Self {
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
         self.tls = tls;
         self
     }
 
     /// Verifies the server against the CA certificates in `ca_file` (PEM):
-    /// [`TlsMode::VerifyFull`].
+    /// [`TlsConfig::VerifyFull`].
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.tls_ca_file("/etc/ssl/pg-ca.pem");
-    /// assert!(matches!(config.tls_mode(), TlsMode::VerifyFull { ca_file: Some(_) }));
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_tls_ca_file("/etc/ssl/pg-ca.pem");
+    /// assert!(matches!(config.tls(), TlsConfig::VerifyFull { ca_file: Some(_) }));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
-        self.tls(TlsMode::VerifyFull {
+    pub fn with_tls_ca_file(self, ca_file: impl Into<PathBuf>) -> Self {
+        self.with_tls(TlsConfig::VerifyFull {
             ca_file: Some(ca_file.into()),
         })
     }
@@ -247,25 +247,25 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.max_connections(32);
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_max_connections(32);
     /// assert_eq!(config.pool().max_size, 32);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn max_connections(mut self, max: usize) -> Self {
+    pub fn with_max_connections(mut self, max: usize) -> Self {
         self.pool.max_size = max.max(1);
         self
     }
 
-    /// Replaces all pool options.
+    /// Replaces the whole pool configuration.
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.pool_options(PoolOptions { max_size: 8, ..PoolOptions::default() });
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_pool(PoolConfig { max_size: 8, ..PoolConfig::default() });
     /// assert_eq!(config.pool().max_size, 8);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn pool_options(mut self, options: PoolOptions) -> Self {
-        self.pool = options;
+    pub fn with_pool(mut self, pool: PoolConfig) -> Self {
+        self.pool = pool;
         self.pool.max_size = self.pool.max_size.max(1);
         self
     }
@@ -274,10 +274,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.connect_timeout(std::time::Duration::from_secs(2));
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_connect_timeout(std::time::Duration::from_secs(2));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.connection.connect_timeout(timeout);
         self.pool.create_timeout = Some(timeout);
         self
@@ -288,10 +288,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.statement_timeout(std::time::Duration::from_secs(10));
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_statement_timeout(std::time::Duration::from_secs(10));
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn statement_timeout(mut self, timeout: Duration) -> Self {
+    pub fn with_statement_timeout(mut self, timeout: Duration) -> Self {
         let setting = format!("-c statement_timeout={}", timeout.as_millis());
         let options = match self.connection.get_options() {
             Some(existing) if !existing.is_empty() => format!("{existing} {setting}"),
@@ -305,10 +305,10 @@ impl PostgresConfig {
     ///
     /// ```
     /// # use cqrs_postgres::*;
-    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.application_name("orders-service");
+    /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?.with_application_name("orders-service");
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn application_name(mut self, name: &str) -> Self {
+    pub fn with_application_name(mut self, name: &str) -> Self {
         self.connection.application_name(name);
         self
     }
@@ -343,14 +343,14 @@ impl PostgresConfig {
     /// ```
     /// # use cqrs_postgres::*;
     /// let config = PostgresConfig::new("localhost", 5432, "cqrs", "orders")?;
-    /// assert_eq!(config.tls_mode(), &TlsMode::Prefer);
+    /// assert_eq!(config.tls(), &TlsConfig::Prefer);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn tls_mode(&self) -> &TlsMode {
+    pub fn tls(&self) -> &TlsConfig {
         &self.tls
     }
 
-    /// The pool options.
+    /// The pool configuration.
     ///
     /// ```
     /// # use cqrs_postgres::*;
@@ -358,7 +358,7 @@ impl PostgresConfig {
     /// assert_eq!(config.pool().max_size, 16);
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
-    pub fn pool(&self) -> &PoolOptions {
+    pub fn pool(&self) -> &PoolConfig {
         &self.pool
     }
 
@@ -403,12 +403,12 @@ impl fmt::Debug for PostgresConfig {
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query: tokio-postgres knows neither
 /// `verify-full` nor `sslrootcert`.
-fn extract_tls(url: &str) -> Result<(String, Option<TlsMode>), PostgresError> {
+fn extract_tls(url: &str) -> Result<(String, Option<TlsConfig>), PostgresError> {
     let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
     let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
         return Ok((url.to_owned(), None));
     };
-    let mut mode: Option<TlsMode> = None;
+    let mut mode: Option<TlsConfig> = None;
     let mut root_cert: Option<PathBuf> = None;
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -420,8 +420,8 @@ fn extract_tls(url: &str) -> Result<(String, Option<TlsMode>), PostgresError> {
         }
     }
     let mode = match (mode, root_cert) {
-        (Some(TlsMode::VerifyFull { .. }), ca_file) => Some(TlsMode::VerifyFull { ca_file }),
-        (None, Some(ca_file)) => Some(TlsMode::VerifyFull {
+        (Some(TlsConfig::VerifyFull { .. }), ca_file) => Some(TlsConfig::VerifyFull { ca_file }),
+        (None, Some(ca_file)) => Some(TlsConfig::VerifyFull {
             ca_file: Some(ca_file),
         }),
         (Some(_), Some(_)) => {
@@ -526,7 +526,7 @@ mod tests {
         assert!(debug.contains("cqrs_admin"), "{debug}");
         assert!(!format!("{:?}", config.connection()).contains("very-secret-pw"));
         assert_eq!(config.connection().get_password(), None);
-        assert_eq!(config.tls_mode(), &TlsMode::Prefer);
+        assert_eq!(config.tls(), &TlsConfig::Prefer);
         assert_eq!(config.connection().get_application_name(), Some("x"));
     }
 
@@ -536,18 +536,18 @@ mod tests {
         let mode = |q: &str| {
             PostgresConfig::from_url(&url(q), "s")
                 .unwrap()
-                .tls_mode()
+                .tls()
                 .clone()
         };
-        assert_eq!(mode("sslmode=disable"), TlsMode::Disable);
-        assert_eq!(mode("sslmode=require"), TlsMode::Require);
+        assert_eq!(mode("sslmode=disable"), TlsConfig::Disable);
+        assert_eq!(mode("sslmode=require"), TlsConfig::Require);
         assert_eq!(
             mode("sslmode=verify-full"),
-            TlsMode::VerifyFull { ca_file: None }
+            TlsConfig::VerifyFull { ca_file: None }
         );
         assert_eq!(
             mode("sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&connect_timeout=3"),
-            TlsMode::VerifyFull {
+            TlsConfig::VerifyFull {
                 ca_file: Some("/etc/ca.pem".into())
             }
         );
@@ -572,7 +572,7 @@ mod tests {
     fn statement_timeout_goes_to_options() {
         let config = PostgresConfig::new("h", 5432, "db", "s")
             .unwrap()
-            .statement_timeout(Duration::from_secs(2));
+            .with_statement_timeout(Duration::from_secs(2));
         assert_eq!(
             config.connection().get_options(),
             Some("-c statement_timeout=2000")

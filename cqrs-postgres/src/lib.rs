@@ -13,7 +13,7 @@ mod tls;
 #[cfg(feature = "vault")]
 pub mod vault;
 
-pub use config::{PoolOptions, PostgresConfig};
+pub use config::{PoolConfig, PostgresConfig};
 pub use credentials::{
     CredentialProvider, Credentials, Secret, StaticCredentials, SwappableCredentials,
 };
@@ -23,7 +23,7 @@ pub use pool::{CREDENTIAL_WAIT, PgPool};
 pub use roles::{RoleOutcome, ServiceRole};
 pub use schema::{RoleName, SchemaName};
 pub use store::PostgresStore;
-pub use tls::TlsMode;
+pub use tls::TlsConfig;
 
 /// Re-exported so that users can name the pooled connection type without depending on
 /// deadpool-postgres themselves.

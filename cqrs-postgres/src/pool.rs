@@ -117,7 +117,7 @@ impl PgPool {
     /// # Ok::<(), cqrs_postgres::PostgresError>(())
     /// ```
     pub fn new(config: &PostgresConfig) -> Result<Self, PostgresError> {
-        let tls_mode = config.tls_mode();
+        let tls_mode = config.tls();
         let tls = tls_mode.client_config()?.map(MakeRustlsConnect::new);
         let mut connection = config.connection().clone();
         connection.ssl_mode(tls_mode.ssl_mode());

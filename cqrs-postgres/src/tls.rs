@@ -14,15 +14,15 @@ use crate::error::PostgresError;
 /// How the connection to the server is protected, named after libpq's `sslmode`.
 ///
 /// ```
-/// use cqrs_postgres::TlsMode;
+/// use cqrs_postgres::TlsConfig;
 ///
-/// assert_eq!("verify-full".parse::<TlsMode>().unwrap(), TlsMode::VerifyFull { ca_file: None });
-/// assert_eq!("disable".parse::<TlsMode>().unwrap(), TlsMode::Disable);
-/// assert!("verify-ca".parse::<TlsMode>().is_err());
+/// assert_eq!("verify-full".parse::<TlsConfig>().unwrap(), TlsConfig::VerifyFull { ca_file: None });
+/// assert_eq!("disable".parse::<TlsConfig>().unwrap(), TlsConfig::Disable);
+/// assert!("verify-ca".parse::<TlsConfig>().is_err());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum TlsMode {
+pub enum TlsConfig {
     /// Plain TCP. Only for a server on the same host or a trusted network.
     Disable,
     /// TLS if the server offers it, plain otherwise; the certificate is not verified
@@ -40,15 +40,15 @@ pub enum TlsMode {
     },
 }
 
-impl std::str::FromStr for TlsMode {
+impl std::str::FromStr for TlsConfig {
     type Err = PostgresError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "disable" => Ok(TlsMode::Disable),
-            "prefer" | "allow" => Ok(TlsMode::Prefer),
-            "require" => Ok(TlsMode::Require),
-            "verify-full" => Ok(TlsMode::VerifyFull { ca_file: None }),
+            "disable" => Ok(TlsConfig::Disable),
+            "prefer" | "allow" => Ok(TlsConfig::Prefer),
+            "require" => Ok(TlsConfig::Require),
+            "verify-full" => Ok(TlsConfig::VerifyFull { ca_file: None }),
             "verify-ca" => Err(PostgresError::Config(
                 "sslmode=verify-ca is not supported; use verify-full (CA and host name are checked)"
                     .into(),
@@ -60,32 +60,32 @@ impl std::str::FromStr for TlsMode {
     }
 }
 
-impl TlsMode {
+impl TlsConfig {
     /// The `tokio-postgres` setting that goes with this mode.
     pub(crate) fn ssl_mode(&self) -> tokio_postgres::config::SslMode {
         use tokio_postgres::config::SslMode;
         match self {
-            TlsMode::Disable => SslMode::Disable,
-            TlsMode::Prefer => SslMode::Prefer,
-            TlsMode::Require | TlsMode::VerifyFull { .. } => SslMode::Require,
+            TlsConfig::Disable => SslMode::Disable,
+            TlsConfig::Prefer => SslMode::Prefer,
+            TlsConfig::Require | TlsConfig::VerifyFull { .. } => SslMode::Require,
         }
     }
 
-    /// The rustls client configuration for this mode, `None` for [`TlsMode::Disable`].
+    /// The rustls client configuration for this mode, `None` for [`TlsConfig::Disable`].
     pub(crate) fn client_config(&self) -> Result<Option<ClientConfig>, PostgresError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
             .map_err(|e| PostgresError::Tls(format!("protocol versions: {e}")))?;
         let config = match self {
-            TlsMode::Disable => return Ok(None),
-            TlsMode::Prefer | TlsMode::Require => builder
+            TlsConfig::Disable => return Ok(None),
+            TlsConfig::Prefer | TlsConfig::Require => builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(NoCertificateVerification {
                     algorithms: provider.signature_verification_algorithms,
                 }))
                 .with_no_client_auth(),
-            TlsMode::VerifyFull { ca_file } => {
+            TlsConfig::VerifyFull { ca_file } => {
                 let roots = root_store(ca_file.as_ref())?;
                 builder.with_root_certificates(roots).with_no_client_auth()
             }
@@ -173,11 +173,11 @@ mod tests {
 
     #[test]
     fn builds_every_mode() {
-        assert!(TlsMode::Disable.client_config().unwrap().is_none());
-        assert!(TlsMode::Prefer.client_config().unwrap().is_some());
-        assert!(TlsMode::Require.client_config().unwrap().is_some());
+        assert!(TlsConfig::Disable.client_config().unwrap().is_none());
+        assert!(TlsConfig::Prefer.client_config().unwrap().is_some());
+        assert!(TlsConfig::Require.client_config().unwrap().is_some());
         assert!(
-            TlsMode::VerifyFull { ca_file: None }
+            TlsConfig::VerifyFull { ca_file: None }
                 .client_config()
                 .unwrap()
                 .is_some()
@@ -186,7 +186,7 @@ mod tests {
 
     #[test]
     fn missing_or_empty_ca_file_is_an_error() {
-        let missing = TlsMode::VerifyFull {
+        let missing = TlsConfig::VerifyFull {
             ca_file: Some("/nonexistent/ca.pem".into()),
         };
         assert!(matches!(
@@ -198,7 +198,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let empty = dir.join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
-        let mode = TlsMode::VerifyFull {
+        let mode = TlsConfig::VerifyFull {
             ca_file: Some(empty),
         };
         assert!(matches!(mode.client_config(), Err(PostgresError::Tls(_))));

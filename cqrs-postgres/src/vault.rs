@@ -45,7 +45,7 @@ pub enum VaultPgError {
 /// [`VaultPgPool::report_error`].
 ///
 /// ```no_run
-/// use cqrs_postgres::{PostgresConfig, TlsMode, vault::VaultPgPool};
+/// use cqrs_postgres::{PostgresConfig, TlsConfig, vault::VaultPgPool};
 /// use cqrs_vault::{Auth, LeaseOptions, VaultClient, VaultConfig};
 ///
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -54,7 +54,7 @@ pub enum VaultPgError {
 ///     Auth::approle_files("/work/main/.stack/vault/approle/orders"),
 /// ))
 /// .await?;
-/// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?.tls(TlsMode::Disable);
+/// let config = PostgresConfig::new("127.0.0.1", 5432, "cqrs", "orders")?.with_tls(TlsConfig::Disable);
 /// let pg = VaultPgPool::connect(config, &vault, "orders", LeaseOptions::default()).await?;
 /// pg.pool().migrate().await?;
 /// // ... PostgresStore::new(pg.pool(), mode) ...
@@ -104,7 +104,7 @@ impl VaultPgPool {
         let lease = DatabaseLease::start(vault, role, options).await?;
         let credentials = Arc::new(SwappableCredentials::new(to_credentials(&lease.current())));
         let check = lease.checker();
-        let pool = match PgPool::new(&config.credentials(Arc::clone(&credentials))) {
+        let pool = match PgPool::new(&config.with_credentials(Arc::clone(&credentials))) {
             Ok(pool) => pool.on_stale_credentials(move || check.request()),
             Err(e) => {
                 let _ = lease.shutdown().await;

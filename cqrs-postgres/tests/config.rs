@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::TestDb;
 use cqrs_core::{AggregateStore, PersistenceMode, StoreError};
 use cqrs_postgres::{
-    Credentials, PgPool, PoolOptions, PostgresConfig, PostgresError, PostgresStore, RoleName,
+    Credentials, PgPool, PoolConfig, PostgresConfig, PostgresError, PostgresStore, RoleName,
     SchemaName, Secret, SwappableCredentials,
 };
 use cqrs_test_support::account::Account;
@@ -64,7 +64,7 @@ async fn unreachable_server_is_a_transient_backend_error() {
     // Port 1 on loopback: connection refused at once.
     let config = PostgresConfig::from_url("postgres://u:secret-pw@127.0.0.1:1/db", "svc")
         .unwrap()
-        .pool_options(PoolOptions {
+        .with_pool(PoolConfig {
             max_size: 1,
             wait_timeout: Some(Duration::from_secs(2)),
             create_timeout: Some(Duration::from_secs(2)),
@@ -110,7 +110,9 @@ async fn credentials_can_be_swapped_at_run_time() {
         user.clone(),
         Some(Secret::new("wrong-password")),
     )));
-    let config = good.credentials(Arc::clone(&creds)).max_connections(2);
+    let config = good
+        .with_credentials(Arc::clone(&creds))
+        .with_max_connections(2);
     let pool = PgPool::new(&config).unwrap();
     let err = pool.check().await.unwrap_err();
     assert_eq!(err.sqlstate(), Some("28P01"), "{err:?}");

@@ -15,8 +15,8 @@ use cqrs_test_support::account::{Account, AccountCommand};
 fn pool_as(db: &TestDb, role: &str, password: &str, schema: &str) -> PgPool {
     let config = PostgresConfig::from_url(&db.url, schema)
         .unwrap()
-        .user(role, Some(Secret::new(password)))
-        .max_connections(2);
+        .with_user(role, Some(Secret::new(password)))
+        .with_max_connections(2);
     PgPool::new(&config).unwrap()
 }
 

@@ -8,7 +8,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::TestDb;
-use cqrs_postgres::{PgPool, PostgresConfig, TlsMode};
+use cqrs_postgres::{PgPool, PostgresConfig, TlsConfig};
 
 /// Whether the session of `pool` is encrypted, per the server.
 async fn session_uses_tls(pool: &PgPool) -> bool {
@@ -24,15 +24,15 @@ async fn session_uses_tls(pool: &PgPool) -> bool {
         .get(0)
 }
 
-fn pool(db: &TestDb, host: Option<&str>, tls: TlsMode) -> PgPool {
+fn pool(db: &TestDb, host: Option<&str>, tls: TlsConfig) -> PgPool {
     let url = match host {
         Some(host) => db.url.replace("127.0.0.1", host),
         None => db.url.clone(),
     };
     let config = PostgresConfig::from_url(&url, db.schema.as_str())
         .unwrap()
-        .tls(tls)
-        .max_connections(1);
+        .with_tls(tls)
+        .with_max_connections(1);
     PgPool::new(&config).unwrap()
 }
 
@@ -48,31 +48,34 @@ async fn tls_modes_behave_like_libpq() {
         .get(0);
     drop(client);
 
-    let plain = pool(&db, None, TlsMode::Disable);
+    let plain = pool(&db, None, TlsConfig::Disable);
     assert!(!session_uses_tls(&plain).await, "disable: plain TCP");
 
     if ssl != "on" {
         // The server offers no TLS: require must fail, prefer must fall back.
-        let err = pool(&db, None, TlsMode::Require).check().await.unwrap_err();
+        let err = pool(&db, None, TlsConfig::Require)
+            .check()
+            .await
+            .unwrap_err();
         assert!(
             err.to_string().contains("TLS") || err.to_string().contains("SSL"),
             "{err}"
         );
-        assert!(!session_uses_tls(&pool(&db, None, TlsMode::Prefer)).await);
+        assert!(!session_uses_tls(&pool(&db, None, TlsConfig::Prefer)).await);
         return;
     }
 
     assert!(
-        session_uses_tls(&pool(&db, None, TlsMode::Prefer)).await,
+        session_uses_tls(&pool(&db, None, TlsConfig::Prefer)).await,
         "prefer: TLS when offered"
     );
     assert!(
-        session_uses_tls(&pool(&db, None, TlsMode::Require)).await,
+        session_uses_tls(&pool(&db, None, TlsConfig::Require)).await,
         "require: TLS"
     );
 
     // verify-full against the Mozilla roots: the self-signed certificate is refused.
-    let err = pool(&db, None, TlsMode::VerifyFull { ca_file: None })
+    let err = pool(&db, None, TlsConfig::VerifyFull { ca_file: None })
         .check()
         .await
         .unwrap_err();
@@ -84,7 +87,7 @@ async fn tls_modes_behave_like_libpq() {
     // verify-full trusting the server's own certificate, for the name it carries.
     let ca = PathBuf::from(&cert_file);
     if std::fs::read(&ca).is_ok() && url_host_is_loopback(&db.url) {
-        let trusted = TlsMode::VerifyFull {
+        let trusted = TlsConfig::VerifyFull {
             ca_file: Some(ca.clone()),
         };
         let verified = pool(&db, Some("localhost"), trusted.clone());

@@ -37,7 +37,7 @@ pub enum DemoError {
     Refused(&'static str, String),
     /// The read side failed or did not catch up in time.
     #[error("read side: {0}")]
-    Mongo(#[from] cqrs_mongo::Error),
+    Mongo(#[from] cqrs_mongo::MongoError),
     /// Raw MongoDB query failure.
     #[error("mongodb: {0}")]
     MongoDriver(#[from] mongodb::error::Error),

@@ -288,8 +288,8 @@ pub async fn provision_lines(database_url: &str) -> Result<(), crate::service::S
     let admin = PgPool::new(
         &PostgresConfig::from_url(database_url, "orders")
             .map_err(postgres)?
-            .max_connections(1)
-            .application_name("cqrs-examples-setup"),
+            .with_max_connections(1)
+            .with_application_name("cqrs-examples-setup"),
     )
     .map_err(postgres)?;
     let mut client = admin.get().await.map_err(postgres)?;

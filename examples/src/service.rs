@@ -51,8 +51,8 @@ pub async fn provision(env: &Env, schema: &str) -> Result<PgPool, SetupError> {
     };
     let admin_config = PostgresConfig::from_url(&env.get("DATABASE_URL"), schema)
         .map_err(err)?
-        .max_connections(2)
-        .application_name("cqrs-examples-setup");
+        .with_max_connections(2)
+        .with_application_name("cqrs-examples-setup");
     let admin = PgPool::new(&admin_config).map_err(err)?;
     admin.migrate().await.map_err(err)?;
     let role = format!("{schema}_app");
@@ -77,9 +77,9 @@ pub async fn provision(env: &Env, schema: &str) -> Result<PgPool, SetupError> {
         schema,
     )
     .map_err(err)?
-    .user(role, Some(Secret::new(password)))
-    .max_connections(8)
-    .application_name(&format!("cqrs-examples-{schema}"));
+    .with_user(role, Some(Secret::new(password)))
+    .with_max_connections(8)
+    .with_application_name(&format!("cqrs-examples-{schema}"));
     let pool = PgPool::new(&config).map_err(err)?;
     pool.check().await.map_err(err)?;
     Ok(pool)

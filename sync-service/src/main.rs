@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sync_service::SyncService;
 use sync_service::config::SyncConfig;
-use sync_service::dlq::{self, Selection};
+use sync_service::dead_letter::admin::{self, Selection};
 use tokio_util::sync::CancellationToken;
 
 mod rebuild_command;
@@ -161,7 +161,7 @@ async fn execute(command: Command) -> Result<(), String> {
             let config = load(&config)?;
             match action {
                 DlqAction::List(selection) => {
-                    let letters = dlq::list(&config, &selection.into())
+                    let letters = admin::list(&config, &selection.into())
                         .await
                         .map_err(|e| e.to_string())?;
                     println!("{:<48} {:<10} {:<24} ERROR", "ID", "STAGE", "SINCE");
@@ -193,7 +193,7 @@ async fn execute(command: Command) -> Result<(), String> {
                     }
                 }
                 DlqAction::Skip(selection) => {
-                    let n = dlq::skip(&config, &selection.into())
+                    let n = admin::skip(&config, &selection.into())
                         .await
                         .map_err(|e| e.to_string())?;
                     println!("skipped {n}");

@@ -38,7 +38,7 @@ pub enum ServiceError {
     Kafka(#[from] rdkafka::error::KafkaError),
     /// MongoDB setup failed.
     #[error("mongodb: {0}")]
-    Mongo(#[from] cqrs_mongo::Error),
+    Mongo(#[from] cqrs_mongo::MongoError),
     /// State the service keeps in MongoDB could not be read at start.
     #[error("reading {what} from MongoDB: {source}")]
     State {
@@ -249,9 +249,9 @@ impl SyncService {
     /// Re-processes pending dead letters (after a fix) through this service's projections.
     pub async fn replay_dead_letters(
         self,
-        selection: &crate::dlq::Selection,
-    ) -> Result<crate::dlq::ReplayReport, ServiceError> {
-        crate::dlq::replay(&self.config, self.projections, selection).await
+        selection: &crate::dead_letter::admin::Selection,
+    ) -> Result<crate::dead_letter::admin::ReplayReport, ServiceError> {
+        crate::dead_letter::admin::replay(&self.config, self.projections, selection).await
     }
 
     /// Runs until `shutdown` is cancelled, then settles the batches in hand and commits

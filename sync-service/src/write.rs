@@ -50,7 +50,7 @@ pub struct Interrupted;
 pub enum StoreError {
     /// cqrs-mongo refused the request.
     #[error(transparent)]
-    Mongo(#[from] cqrs_mongo::Error),
+    Mongo(#[from] cqrs_mongo::MongoError),
     /// The MongoDB driver failed.
     #[error("mongodb: {0}")]
     Driver(#[from] mongodb::error::Error),

@@ -19,8 +19,8 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
+use sync_service::dead_letter::admin::{self, Selection};
 use sync_service::dead_letter::{Stage, headers};
-use sync_service::dlq::{self, Selection};
 use sync_service::envelope::{Change, Op};
 use sync_service::map::MongoWrite;
 
@@ -137,7 +137,7 @@ async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
     wait_names(&s, &[(1, "v2"), (2, "v1"), (3, "v1"), (4, "v1"), (5, "v2")]).await;
     let config = s.config("");
     let pending = until("three pending dead letters", WAIT, || async {
-        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        let pending = admin::list(&config, &Selection::default()).await.unwrap();
         if pending.len() == 3 {
             Ok(pending)
         } else {
@@ -235,7 +235,7 @@ async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
     )
     .await;
     assert_eq!(
-        dlq::skip(
+        admin::skip(
             &config,
             &Selection {
                 ids: vec![corrupt_id],
@@ -247,7 +247,7 @@ async fn poison_messages_are_dead_lettered_held_back_and_replayed_in_order() {
         1
     );
     assert!(
-        dlq::list(&config, &Selection::default())
+        admin::list(&config, &Selection::default())
             .await
             .unwrap()
             .is_empty()
@@ -331,7 +331,7 @@ async fn a_write_refused_by_mongodb_holds_back_the_later_changes_of_its_row() {
     s.sql("UPDATE {s}.users SET email = 'a@x' WHERE id = 2;")
         .await;
     until("the refused write dead-lettered", WAIT, || async {
-        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        let pending = admin::list(&config, &Selection::default()).await.unwrap();
         (pending.len() == 1)
             .then_some(())
             .ok_or(format!("{pending:?}"))
@@ -354,7 +354,7 @@ async fn a_write_refused_by_mongodb_holds_back_the_later_changes_of_its_row() {
     })
     .await;
     let pending = until("two pending dead letters", WAIT, || async {
-        let pending = dlq::list(&config, &Selection::default()).await.unwrap();
+        let pending = admin::list(&config, &Selection::default()).await.unwrap();
         if pending.len() == 2 {
             Ok(pending)
         } else {

@@ -18,8 +18,8 @@ use futures::StreamExt;
 use rdkafka::message::{Headers, Message};
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
+use sync_service::dead_letter::admin::{self, Selection};
 use sync_service::dead_letter::{DeadLetter, Stage, headers};
-use sync_service::dlq::{self, Selection};
 use sync_service::envelope::{Change, Op};
 use sync_service::map::MongoWrite;
 
@@ -172,7 +172,7 @@ async fn unchanged_toasted_values_of_every_type_keep_their_stored_value() {
         first.get_array("ta").unwrap()
     );
 
-    let pending = dlq::list(&s.config(""), &Selection::default())
+    let pending = admin::list(&s.config(""), &Selection::default())
         .await
         .unwrap();
     assert!(pending.is_empty(), "dead letters: {pending:?}");
@@ -253,7 +253,7 @@ async fn wait_item(s: &Scenario, id: i32, name: &str) -> Document {
 }
 
 async fn pending(s: &Scenario) -> Vec<DeadLetter> {
-    dlq::list(&s.config(""), &Selection::default())
+    admin::list(&s.config(""), &Selection::default())
         .await
         .unwrap()
 }
@@ -343,7 +343,7 @@ async fn a_released_key_stays_released_and_held_back_records_name_their_blocker(
     // The operator drops the poison message and replays the held-back one, from another
     // process; an update made right after must flow, not be held back again.
     let config = s.config("");
-    let skipped = dlq::skip(
+    let skipped = admin::skip(
         &config,
         &Selection {
             ids: vec![poison.id.clone()],

@@ -17,7 +17,7 @@ use std::time::Duration;
 use cqrs_core::{
     Aggregate, CommandHandler, CommandMetadata, ConsistencyToken, DomainEvent, Rejected, Upcasters,
 };
-use cqrs_mongo::{Error as MongoError, MongoClient, MongoConfig, Patch, ReadModel, Waited};
+use cqrs_mongo::{MongoClient, MongoConfig, MongoError, Patch, ReadModel, Waited};
 use cqrs_postgres::{PgPool, PostgresConfig, PostgresStore};
 use cqrs_projection::{
     EventChange, EventProjection, OutboxChange, OutboxProjection, ProjectionError, StateChange,
@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
 use sync_service::dead_letter::Stage;
-use sync_service::dlq::{self, Selection};
+use sync_service::dead_letter::admin::{self, Selection};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -359,7 +359,7 @@ async fn typed_projections_from_state_events_and_outbox_with_token_waits() {
     ))
     .await;
     let letters = until("the two dead letters", WAIT, || async {
-        let pending = dlq::list(&s.config(""), &Selection::default())
+        let pending = admin::list(&s.config(""), &Selection::default())
             .await
             .unwrap();
         if pending.len() >= 2 {

@@ -7,7 +7,7 @@ use futures::TryStreamExt;
 
 use super::{CHILDREN_FIELD, validate_field};
 use crate::bulk::BulkWriter;
-use crate::errors::{Error, Result};
+use crate::error::{MongoError, Result};
 use crate::model::DELETED_FIELD;
 
 impl BulkWriter {
@@ -37,7 +37,7 @@ impl BulkWriter {
         if children.is_empty() {
             return Ok(Vec::new());
         }
-        validate_field(field).map_err(|reason| Error::InvalidWrite {
+        validate_field(field).map_err(|reason| MongoError::InvalidWrite {
             collection: target.collection.clone(),
             id: None,
             reason,
@@ -56,10 +56,10 @@ impl BulkWriter {
             .find(doc! { "_id": { "$in": parents } })
             .projection(doc! { "_id": 1, &entries: 1 })
             .await
-            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?
+            .map_err(|e| MongoError::mongo("find", layout.live.clone(), None, e))?
             .try_collect()
             .await
-            .map_err(|e| Error::mongo("find", layout.live.clone(), None, e))?;
+            .map_err(|e| MongoError::mongo("find", layout.live.clone(), None, e))?;
         let mut out = Vec::new();
         for (id, key) in children {
             let entry = found

@@ -59,7 +59,7 @@ pub(crate) use write::{build_child, keep_form, without_children};
 
 use bson::Bson;
 
-use crate::errors::{Error, display_id};
+use crate::error::{MongoError, display_id};
 
 /// The bookkeeping map of per-child versions: `_children.<field>.<key>._version`.
 pub const CHILDREN_FIELD: &str = "_children";
@@ -164,8 +164,8 @@ pub fn validate_key(key: &str) -> Result<(), String> {
 }
 
 /// An invalid child write, naming the parent document.
-pub(crate) fn invalid(collection: &str, id: &Bson, reason: String) -> Error {
-    Error::InvalidWrite {
+pub(crate) fn invalid(collection: &str, id: &Bson, reason: String) -> MongoError {
+    MongoError::InvalidWrite {
         collection: collection.to_string(),
         id: Some(display_id(id)),
         reason,

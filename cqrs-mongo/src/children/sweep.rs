@@ -7,7 +7,7 @@ use cqrs_core::{SourceVersion, Target};
 use super::write::kept_children;
 use super::{CHILDREN_FIELD, validate_field};
 use crate::client::MongoClient;
-use crate::errors::{Error, Result};
+use crate::error::{MongoError, Result};
 use crate::model::{DELETED_AT_FIELD, DELETED_FIELD, VersionFields};
 
 /// `{<position>: ..older than floor..}` as a query filter (a missing version is zero).
@@ -36,7 +36,7 @@ fn not_older_expr(path: &str, fields: &VersionFields, floor: (i64, i64)) -> Bson
 }
 
 fn encode(floor: SourceVersion, collection: &str) -> Result<(i64, i64)> {
-    let position = i64::try_from(floor.position).map_err(|_| Error::VersionOutOfRange {
+    let position = i64::try_from(floor.position).map_err(|_| MongoError::VersionOutOfRange {
         collection: collection.to_owned(),
         id: None,
         version: floor,
@@ -82,7 +82,7 @@ impl MongoClient {
             gone += coll
                 .delete_many(plain)
                 .await
-                .map_err(|e| Error::mongo("delete", physical, None, e))?
+                .map_err(|e| MongoError::mongo("delete", physical, None, e))?
                 .deleted_count;
             // Documents of children whose parent never came have no version: left alone.
             let parents = doc! { "$and": [
@@ -104,7 +104,7 @@ impl MongoClient {
             gone += coll
                 .update_many(parents, pipeline)
                 .await
-                .map_err(|e| Error::mongo("update", physical, None, e))?
+                .map_err(|e| MongoError::mongo("update", physical, None, e))?
                 .modified_count;
         }
         Ok(gone)
@@ -130,7 +130,7 @@ impl MongoClient {
         floor: SourceVersion,
         fields: &VersionFields,
     ) -> Result<u64> {
-        validate_field(field).map_err(|reason| Error::InvalidWrite {
+        validate_field(field).map_err(|reason| MongoError::InvalidWrite {
             collection: target.collection.clone(),
             id: None,
             reason,
@@ -162,7 +162,7 @@ impl MongoClient {
                 .collection::<Document>(physical)
                 .update_many(doc! { &entries: { "$exists": true } }, pipeline.clone())
                 .await
-                .map_err(|e| Error::mongo("update", physical, None, e))?
+                .map_err(|e| MongoError::mongo("update", physical, None, e))?
                 .modified_count;
         }
         Ok(changed)

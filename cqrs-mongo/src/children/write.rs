@@ -4,7 +4,7 @@ use bson::{Bson, Document, doc};
 use cqrs_core::{ChildChange, ReadModelWrite};
 
 use super::{CHILDREN_FIELD, invalid, validate_field, validate_key};
-use crate::errors::Result;
+use crate::error::Result;
 use crate::guard::{GuardedOp, OpBody, guard_filter};
 use crate::model::{
     AGGREGATES_FIELD, DELETED_AT_FIELD, DELETED_FIELD, GuardedWrite, VersionFields, origin_key,
@@ -246,7 +246,7 @@ mod tests {
         );
         assert!(matches!(
             build(&child(ChildChange::Patch(doc! { "a.b": 1 }))),
-            Err(crate::Error::InvalidWrite { .. })
+            Err(crate::MongoError::InvalidWrite { .. })
         ));
     }
 
@@ -276,7 +276,7 @@ mod tests {
                 change: ChildChange::Delete,
             });
             assert!(
-                matches!(build(&w), Err(crate::Error::InvalidWrite { .. })),
+                matches!(build(&w), Err(crate::MongoError::InvalidWrite { .. })),
                 "{field} {key}"
             );
         }

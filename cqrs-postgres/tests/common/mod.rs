@@ -9,7 +9,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cqrs_postgres::{PgPool, PoolOptions, PostgresConfig, SchemaName};
+use cqrs_postgres::{PgPool, PoolConfig, PostgresConfig, SchemaName};
 use uuid::Uuid;
 
 /// The admin URL of the development database (panics naming .env, .env.local and the
@@ -59,13 +59,13 @@ impl TestDb {
         // connection), and a slow connect must not be mistaken for a store failure.
         let config = PostgresConfig::from_url(&url, &schema)
             .expect("DATABASE_URL must be a valid PostgreSQL URL")
-            .pool_options(PoolOptions {
+            .with_pool(PoolConfig {
                 max_size: size,
                 wait_timeout: Some(Duration::from_secs(60)),
                 create_timeout: Some(Duration::from_secs(30)),
                 recycle_timeout: Some(Duration::from_secs(30)),
             })
-            .connect_timeout(Duration::from_secs(30));
+            .with_connect_timeout(Duration::from_secs(30));
         let pool = PgPool::new(&config).expect("the pool must build");
         if let Err(e) = pool.check().await {
             panic!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use cqrs_core::{CommandHandler, CommandMetadata, PersistenceMode};
 use cqrs_postgres::vault::VaultPgPool;
-use cqrs_postgres::{PostgresConfig, PostgresStore, TlsMode};
+use cqrs_postgres::{PostgresConfig, PostgresStore, TlsConfig};
 use cqrs_test_support::vault::{LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
 use cqrs_vault::{Auth, LeaseOptions, RetryOptions, VaultClient, VaultConfig};
 use tokio::sync::Mutex;
@@ -117,9 +117,9 @@ impl Env {
         let a = PgAdmin::from_stack();
         let config = PostgresConfig::new(&a.host, a.port, &a.database, &self.schema)
             .unwrap()
-            .tls(TlsMode::Disable)
-            .max_connections(max_connections)
-            .application_name("cqrs-vault-it");
+            .with_tls(TlsConfig::Disable)
+            .with_max_connections(max_connections)
+            .with_application_name("cqrs-vault-it");
         VaultPgPool::connect(config, &self.vault, &self.role, options)
             .await
             .expect("pool on leased credentials")

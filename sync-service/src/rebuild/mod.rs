@@ -169,7 +169,7 @@ pub enum RebuildError {
     Plan(String),
     /// The read model's versions (cqrs-mongo).
     #[error(transparent)]
-    Layout(#[from] cqrs_mongo::Error),
+    Layout(#[from] cqrs_mongo::MongoError),
     /// The rebuild records or the checkpoints.
     #[error("rebuild records in {collection}: {source}")]
     Records {

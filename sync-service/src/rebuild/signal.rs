@@ -45,8 +45,8 @@ impl Signaller {
     pub fn new(url: &str, schema: &str, table: &str) -> Result<Self, SignalError> {
         let config = PostgresConfig::from_url(url, schema)
             .map_err(SignalError::Connect)?
-            .application_name("sync-service-rebuild")
-            .max_connections(1);
+            .with_application_name("sync-service-rebuild")
+            .with_max_connections(1);
         let pool = PgPool::new(&config).map_err(SignalError::Connect)?;
         Ok(Signaller {
             pool,

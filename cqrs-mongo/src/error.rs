@@ -3,7 +3,7 @@
 //! A stale write is **not** an error: it is [`WriteOutcome::Stale`](crate::WriteOutcome).
 //! Duplicate-key errors (code 11000) raised by a version guard, whether MongoDB reports
 //! them as a write error, a command error or a bulk-write error, are classified as stale
-//! by this crate and never reach the caller as an [`Error`].
+//! by this crate and never reach the caller as a [`MongoError`].
 
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use mongodb::error::{ErrorKind, WriteFailure};
 /// fn check() -> cqrs_mongo::Result<u32> { Ok(1) }
 /// assert_eq!(check().unwrap(), 1);
 /// ```
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = MongoError> = std::result::Result<T, E>;
 
 /// MongoDB's duplicate-key error code.
 pub const DUPLICATE_KEY: i32 = 11000;
@@ -27,9 +27,9 @@ pub const DUPLICATE_KEY: i32 = 11000;
 /// Messages never contain passwords or full connection strings.
 ///
 /// ```
-/// use cqrs_mongo::Error;
+/// use cqrs_mongo::MongoError;
 ///
-/// let err = Error::Decode {
+/// let err = MongoError::Decode {
 ///     collection: "orders".into(),
 ///     id: Some("o-1".into()),
 ///     field: "lines[2].price".into(),
@@ -41,7 +41,7 @@ pub const DUPLICATE_KEY: i32 = 11000;
 /// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum Error {
+pub enum MongoError {
     /// The connection settings are invalid (the message never contains the password).
     #[error("invalid MongoDB configuration: {message}")]
     Config {
@@ -167,45 +167,45 @@ pub enum Error {
     },
 }
 
-impl Error {
+impl MongoError {
     /// The collection the error concerns, if any.
     ///
     /// ```
-    /// let err = cqrs_mongo::Error::Config { message: "no host".into() };
+    /// let err = cqrs_mongo::MongoError::Config { message: "no host".into() };
     /// assert_eq!(err.collection(), None);
     /// ```
     pub fn collection(&self) -> Option<&str> {
         match self {
-            Error::Config { .. } => None,
-            Error::Mongo { collection, .. }
-            | Error::Decode { collection, .. }
-            | Error::Encode { collection, .. }
-            | Error::VersionOutOfRange { collection, .. }
-            | Error::InvalidWrite { collection, .. }
-            | Error::IndexConflict { collection, .. }
-            | Error::WaitTimeout { collection, .. }
-            | Error::InvalidCursor { collection, .. }
-            | Error::InvalidQuery { collection, .. }
-            | Error::WriteConcern { collection, .. } => Some(collection),
+            MongoError::Config { .. } => None,
+            MongoError::Mongo { collection, .. }
+            | MongoError::Decode { collection, .. }
+            | MongoError::Encode { collection, .. }
+            | MongoError::VersionOutOfRange { collection, .. }
+            | MongoError::InvalidWrite { collection, .. }
+            | MongoError::IndexConflict { collection, .. }
+            | MongoError::WaitTimeout { collection, .. }
+            | MongoError::InvalidCursor { collection, .. }
+            | MongoError::InvalidQuery { collection, .. }
+            | MongoError::WriteConcern { collection, .. } => Some(collection),
         }
     }
 
     /// The document id the error concerns, if any.
     ///
     /// ```
-    /// let err = cqrs_mongo::Error::InvalidWrite {
+    /// let err = cqrs_mongo::MongoError::InvalidWrite {
     ///     collection: "c".into(), id: Some("7".into()), reason: "x".into(),
     /// };
     /// assert_eq!(err.id(), Some("7"));
     /// ```
     pub fn id(&self) -> Option<&str> {
         match self {
-            Error::Mongo { id, .. }
-            | Error::Decode { id, .. }
-            | Error::Encode { id, .. }
-            | Error::VersionOutOfRange { id, .. }
-            | Error::InvalidWrite { id, .. } => id.as_deref(),
-            Error::WaitTimeout { id, .. } => Some(id),
+            MongoError::Mongo { id, .. }
+            | MongoError::Decode { id, .. }
+            | MongoError::Encode { id, .. }
+            | MongoError::VersionOutOfRange { id, .. }
+            | MongoError::InvalidWrite { id, .. } => id.as_deref(),
+            MongoError::WaitTimeout { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -214,13 +214,13 @@ impl Error {
     /// the driver, write conflicts): guarded writes are idempotent, so retrying them is safe.
     ///
     /// ```
-    /// let err = cqrs_mongo::Error::Config { message: "bad".into() };
+    /// let err = cqrs_mongo::MongoError::Config { message: "bad".into() };
     /// assert!(!err.is_transient());
     /// ```
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Mongo { source, .. } => is_transient_driver_error(source),
-            Error::WriteConcern { .. } => true,
+            MongoError::Mongo { source, .. } => is_transient_driver_error(source),
+            MongoError::WriteConcern { .. } => true,
             _ => false,
         }
     }
@@ -231,7 +231,7 @@ impl Error {
         id: Option<String>,
         source: mongodb::error::Error,
     ) -> Self {
-        Error::Mongo {
+        MongoError::Mongo {
             operation,
             collection: collection.into(),
             id,

@@ -11,8 +11,8 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
+use super::{DeadLetter, DeadLetterError, LetterStore, MongoLetters, Status, headers};
 use crate::config::SyncConfig;
-use crate::dead_letter::{DeadLetter, LetterStore, MongoLetters, Status, headers};
 use crate::map::Projections;
 use crate::runtime::{assemble, connect_mongo};
 use crate::service::ServiceError;
@@ -124,7 +124,7 @@ pub async fn replay(
                 doc! { "$set": { "status": "replayed", "resolved_at": bson::DateTime::now() } },
             )
             .await
-            .map_err(crate::dead_letter::DeadLetterError::from)?;
+            .map_err(DeadLetterError::from)?;
         report.replayed += resolved.modified_count as usize;
         report.still_failing = ids.len() - resolved.modified_count as usize;
         if report.still_failing > 0 {
