@@ -3,7 +3,7 @@
 //! Written here rather than on `figment` or `config`: neither expands `${VAR:-default}`
 //! inside values (the form the Compose and Kubernetes files use), so either would need this
 //! module's expansion on top of it, and the `SYNC__` overrides are the one thing they would
-//! take over, in about forty lines here. Errors name the TOML key and the variable.
+//! take over, in about a hundred lines here with their typing. Errors name the TOML key and the variable.
 
 use std::collections::BTreeMap;
 
