@@ -19,7 +19,7 @@ use bson::{Document, doc};
 use cqrs_mongo::MongoConfig;
 use cqrs_mongo::vault::{MongoVaultOptions, VaultMongo};
 use cqrs_test_support::env::stack_env;
-use cqrs_test_support::vault::{LogCapture, PgAdmin, VaultAdmin};
+use cqrs_test_support::vault::{LogCapture, VaultAdmin};
 use cqrs_vault::{Auth, KvOptions, VaultClient, VaultConfig};
 use serde_json::json;
 use tokio::time::Instant;
@@ -27,13 +27,7 @@ use tokio::time::Instant;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_and_writes_keep_succeeding_across_kv_secret_changes() {
     let logs = LogCapture::install();
-    let admin = VaultAdmin::from_stack()
-        .await
-        .unwrap_or_else(|e| panic!("OpenBao of the stack is required: {e}"));
-    admin
-        .prepare_test_backend(&PgAdmin::from_stack())
-        .await
-        .expect("test policy");
+    let admin = VaultAdmin::for_tests().await;
     let uri = stack_env("MONGODB_URI")
         .unwrap_or_else(|| "mongodb://127.0.0.1:27017/?directConnection=true".into());
     let path = "vault_it/mongo/mongodb";

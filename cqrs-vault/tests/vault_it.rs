@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use cqrs_test_support::vault::{FlakyProxy, LogCapture, PgAdmin, TEST_CONNECTION, VaultAdmin};
+use cqrs_test_support::vault::{FlakyProxy, LogCapture, TEST_CONNECTION, VaultAdmin};
 use cqrs_vault::{
     Auth, DatabaseLease, KvOptions, KvSecret, LeaseOptions, RetryOptions, SecretSource,
     VaultClient, VaultConfig, VaultError,
@@ -16,14 +16,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 async fn admin() -> VaultAdmin {
-    let admin = VaultAdmin::from_stack()
-        .await
-        .unwrap_or_else(|e| panic!("OpenBao of the stack is required: {e}"));
-    admin
-        .prepare_test_backend(&PgAdmin::from_stack())
-        .await
-        .expect("test database connection and policy");
-    admin
+    VaultAdmin::for_tests().await
 }
 
 /// An AppRole `vault-it-<name>` with short token TTLs, its files in a temp dir.

@@ -449,6 +449,27 @@ impl VaultAdmin {
         .await
         .map(|_| ())
     }
+
+    /// The stack's OpenBao with the test backend prepared: what every Vault test starts
+    /// with. Panics, naming what is missing, when OpenBao is not up (test code: a test
+    /// that needs it must fail loudly).
+    ///
+    /// ```no_run
+    /// # async fn demo() {
+    /// let admin = cqrs_test_support::vault::VaultAdmin::for_tests().await;
+    /// admin.put_policy("reader", r#"path "kv/*" { capabilities = ["read"] }"#).await.unwrap();
+    /// # }
+    /// ```
+    pub async fn for_tests() -> VaultAdmin {
+        let admin = VaultAdmin::from_stack()
+            .await
+            .unwrap_or_else(|e| panic!("OpenBao of the stack is required: {e}"));
+        admin
+            .prepare_test_backend(&PgAdmin::from_stack())
+            .await
+            .unwrap_or_else(|e| panic!("test database connection and policy: {e}"));
+        admin
+    }
 }
 
 /// A TCP forwarder in front of Vault that can be switched off, to simulate an

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bson::{Document, doc};
-use cqrs_test_support::vault::{FlakyProxy, LogCapture, PgAdmin, VaultAdmin};
+use cqrs_test_support::vault::{FlakyProxy, LogCapture, VaultAdmin};
 use serde_json::json;
 use support::{Running, Scenario, suffix, until};
 use sync_service::SyncService;
@@ -150,13 +150,7 @@ async fn wait_generation(running: &Running, generation: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sync_service_follows_kv_secret_versions_under_load() {
     let logs = LogCapture::install();
-    let admin = VaultAdmin::from_stack()
-        .await
-        .unwrap_or_else(|e| panic!("OpenBao of the stack is required: {e}"));
-    admin
-        .prepare_test_backend(&PgAdmin::from_stack())
-        .await
-        .expect("test policy vault-it");
+    let admin = VaultAdmin::for_tests().await;
 
     let s = Scenario::new("vault").await;
     // Drops the schema and database even when an assertion fails.

@@ -57,13 +57,7 @@ pub async fn pg_admin() -> tokio_postgres::Client {
 /// `vault_it_<name>` (TTLs as given) and AppRole `vault-it-<name>`.
 pub async fn setup(name: &str, ttl: &str, max_ttl: &str, token_ttl: &str, token_max: &str) -> Env {
     let logs = LogCapture::install();
-    let admin = VaultAdmin::from_stack()
-        .await
-        .unwrap_or_else(|e| panic!("OpenBao of the stack is required: {e}"));
-    admin
-        .prepare_test_backend(&PgAdmin::from_stack())
-        .await
-        .expect("test database connection and policy");
+    let admin = VaultAdmin::for_tests().await;
     let pg = pg_admin().await;
     let schema = format!("vault_it_{name}");
     let group = format!("svc_{schema}");
