@@ -20,16 +20,16 @@
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bson::{Bson, Document, doc};
 use cqrs_e2e::workspace_root;
 use rand::Rng;
 use rdkafka::Message;
-use support::{Scenario, free_port, until};
+use support::process::SyncProcess;
+use support::{Scenario, until};
 use sync_service::decode::{Decoder, RawRecord, RegistryDecoder};
 use sync_service::envelope::{EnvelopeParser, Event};
 
@@ -39,59 +39,9 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TABLE: &str = "accounts";
 const CATCH_UP: Duration = Duration::from_secs(150);
 
-// ---------------------------------------------------------------------------------------
-// The binary.
-
-/// The sync-service binary: `SYNC_SERVICE_BIN`, else `<target>/debug/sync-service`.
-fn binary() -> PathBuf {
-    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BINARY.get_or_init(find_binary).clone()
-}
-
-fn find_binary() -> PathBuf {
-    let path = std::env::var_os("SYNC_SERVICE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| workspace_root().join("target"));
-            target.join("debug").join("sync-service")
-        });
-    assert!(
-        path.is_file(),
-        "the sync-service binary {} is missing: build it with `cargo build --bin sync-service` \
-         (or set SYNC_SERVICE_BIN)",
-        path.display()
-    );
-    if let (Ok(bin), Some(src)) = (
-        path.metadata().and_then(|m| m.modified()),
-        newest_mtime(&workspace_root().join("sync-service/src")),
-    ) && src > bin
-    {
-        eprintln!(
-            "WARNING: {} is older than sync-service/src: run `cargo build --bin sync-service`",
-            path.display()
-        );
-    }
-    path
-}
-
-fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
-    let mut newest = None;
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        let t = if path.is_dir() {
-            newest_mtime(&path)
-        } else {
-            entry.metadata().and_then(|m| m.modified()).ok()
-        };
-        newest = newest.max(t);
-    }
-    newest
-}
-
-/// A `sync.toml` for the scenario's schema, consumer group `group`, HTTP on `listen`.
-fn config_text(s: &Scenario, group: &str, listen: &str) -> String {
+/// A `sync.toml` for the scenario's schema and consumer group `group`, with `{listen}` for
+/// the HTTP address ([`SyncProcess::start`] fills it in).
+fn config_text(s: &Scenario, group: &str) -> String {
     format!(
         r#"
 [kafka]
@@ -123,7 +73,7 @@ max_backoff_ms = 1000
 topic = "{dlq}"
 
 [http]
-listen = "{listen}"
+listen = "{{listen}}"
 
 [[projection]]
 table = "{schema}.{TABLE}"
@@ -138,170 +88,14 @@ collection = "{TABLE}"
     )
 }
 
-/// One sync-service process (killed when dropped, also when the test panics).
-struct Service {
-    name: String,
-    child: Option<Child>,
-    config: PathBuf,
-    log: PathBuf,
-    listen: String,
-    starts: u32,
-}
-
-impl Service {
-    fn start(s: &Scenario, name: &str, group: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("sync-faults-{}", s.database));
-        std::fs::create_dir_all(&dir).unwrap();
-        let listen = format!("127.0.0.1:{}", free_port());
-        let config = dir.join(format!("{name}.toml"));
-        std::fs::write(&config, config_text(s, group, &listen)).unwrap();
-        let mut service = Service {
-            name: name.to_owned(),
-            child: None,
-            log: dir.join(format!("{name}.log")),
-            config,
-            listen,
-            starts: 0,
-        };
-        service.spawn();
-        service
-    }
-
-    fn spawn(&mut self) {
-        assert!(self.child.is_none(), "{} is already running", self.name);
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(binary())
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
-        self.child = Some(child);
-        self.starts += 1;
-    }
-
-    /// SIGKILL, then wait for the process to be gone.
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().expect("not running").id()
-    }
-
-    /// Panics (with the log) if the process exited.
-    fn assert_running(&mut self) {
-        let child = self.child.as_mut().expect("not running");
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "sync-service {} exited with {status}; log tail:\n{}",
-                self.name,
-                self.log_tail(40)
-            );
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_tail(&self, lines: usize) -> String {
-        let text = self.log_text();
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .unwrap();
-        let response = client
-            .get(format!("http://{}{path}", self.listen))
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.unwrap_or_default()))
-    }
-
-    /// `/readyz` status, `None` when the endpoint does not answer.
-    async fn readyz(&self) -> Option<u16> {
-        self.get("/readyz").await.map(|r| r.0)
-    }
-
-    /// Sum of every sample of a metric family on `/metrics` (0 when absent).
-    async fn metric(&self, name: &str) -> f64 {
-        let Some((200, text)) = self.get("/metrics").await else {
-            return 0.0;
-        };
-        text.lines()
-            .filter(|l| {
-                l.strip_prefix(name)
-                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .fold(0.0, |sum, v| sum + v)
-    }
-
-    async fn consumed(&self) -> f64 {
-        self.metric("sync_changes_consumed_total").await
-    }
-
-    /// Graceful stop (SIGTERM); asserts exit 0.
-    fn terminate(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!(
-                    "{} did not stop within 30 s of SIGTERM:\n{}",
-                    self.name,
-                    self.log_tail(30)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        assert!(
-            status.success(),
-            "{} exited with {status} after SIGTERM:\n{}",
-            self.name,
-            self.log_tail(30)
-        );
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        self.kill();
-        if std::thread::panicking() {
-            eprintln!(
-                "---- log tail of sync-service {} ({}) ----\n{}",
-                self.name,
-                self.log.display(),
-                self.log_tail(40)
-            );
-        }
-    }
+/// One sync-service process of the scenario in consumer group `group` (killed when
+/// dropped, also when the test panics).
+fn service(s: &Scenario, name: &str, group: &str) -> SyncProcess {
+    SyncProcess::start(
+        &format!("sync-faults-{}", s.database),
+        name,
+        &config_text(s, group),
+    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -609,25 +403,6 @@ async fn check_monotonic(s: &Scenario, highest: &mut Versions, when: &str) {
     }
 }
 
-/// Waits until `service` consumed something (it owns partitions and makes progress).
-async fn wait_consuming(service: &mut Service, above: f64, timeout: Duration) -> f64 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        service.assert_running();
-        let consumed = service.consumed().await;
-        if consumed > above {
-            return consumed;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} consumed nothing new within {timeout:?} (consumed {consumed}):\n{}",
-            service.name,
-            service.log_tail(20)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// Change events of the table's topic delivered more than once (same key and LSN), read
 /// with a throw-away consumer group: what Debezium re-sent.
 async fn resent_events(s: &Scenario) -> (usize, usize) {
@@ -697,7 +472,7 @@ async fn sigkill_repeatedly_under_load_loses_nothing_and_never_regresses() {
     const ROUNDS: i32 = 46;
     let (s, guard) = new_scenario("kill").await;
     let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
-    let mut service = Service::start(&s, "victim", &s.group);
+    let mut service = service(&s, "victim", &s.group);
     let started = Instant::now();
     let load = spawn_load(&s, KEYS, ROUNDS, Duration::from_millis(450));
 
@@ -707,7 +482,7 @@ async fn sigkill_repeatedly_under_load_loses_nothing_and_never_regresses() {
     while !load.is_finished() || kills < 4 {
         // Let the new process join the group and make progress, then kill it at a random
         // point of its work.
-        wait_consuming(&mut service, 0.0, Duration::from_secs(60)).await;
+        service.wait_consuming(0.0, Duration::from_secs(60)).await;
         let delay = rng.random_range(500..3_000);
         tokio::time::sleep(Duration::from_millis(delay)).await;
         check_monotonic(&s, &mut highest, &format!("before kill {}", kills + 1)).await;
@@ -747,9 +522,9 @@ async fn kafka_connect_restart_mid_load_duplicates_nothing() {
     let (s, guard) = new_scenario("connect").await;
     let restore = StackRestore::new();
     let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
-    let mut service = Service::start(&s, "sync", &s.group);
+    let mut service = service(&s, "sync", &s.group);
     let load = spawn_load(&s, KEYS, 16, Duration::from_millis(1_000));
-    wait_consuming(&mut service, 0.0, Duration::from_secs(60)).await;
+    service.wait_consuming(0.0, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     // A burst right before the kill: Debezium is streaming it, and its source offsets
@@ -801,7 +576,7 @@ async fn mongodb_stopped_for_30s_mid_load_is_survived() {
     const KEYS: i32 = 2_000;
     let (s, guard) = new_scenario("mongo").await;
     let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
-    let mut service = Service::start(&s, "sync", &s.group);
+    let mut service = service(&s, "sync", &s.group);
     until(
         "the service to be ready",
         Duration::from_secs(60),
@@ -814,7 +589,7 @@ async fn mongodb_stopped_for_30s_mid_load_is_survived() {
     )
     .await;
     let load = spawn_load(&s, KEYS, 20, Duration::from_millis(2_000));
-    wait_consuming(&mut service, 0.0, Duration::from_secs(60)).await;
+    service.wait_consuming(0.0, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let restore = StackRestore::new();
@@ -870,12 +645,9 @@ async fn mongodb_stopped_for_30s_mid_load_is_survived() {
         back.elapsed().as_secs_f64()
     );
     let changes = seeded + load.await.unwrap();
-    wait_consuming(
-        &mut service,
-        consumed_during_outage,
-        Duration::from_secs(60),
-    )
-    .await;
+    service
+        .wait_consuming(consumed_during_outage, Duration::from_secs(60))
+        .await;
     let rows = reconcile(&s).await;
     eprintln!("{changes} changes, {rows} rows reconciled after the outage");
     service.assert_running();
@@ -891,12 +663,12 @@ async fn killed_instance_hands_its_partitions_to_the_other() {
     const KEYS: i32 = 2_000;
     let (s, guard) = new_scenario("pair").await;
     let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
-    let mut a = Service::start(&s, "a", &s.group);
-    let mut b = Service::start(&s, "b", &s.group);
+    let mut a = service(&s, "a", &s.group);
+    let mut b = service(&s, "b", &s.group);
     let load = spawn_load(&s, KEYS, 16, Duration::from_millis(1_000));
     // Both own partitions (the table's topic has 4) and work.
-    let consumed_a = wait_consuming(&mut a, 0.0, Duration::from_secs(60)).await;
-    let consumed_b = wait_consuming(&mut b, 0.0, Duration::from_secs(60)).await;
+    let consumed_a = a.wait_consuming(0.0, Duration::from_secs(60)).await;
+    let consumed_b = b.wait_consuming(0.0, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let before_kill = b.consumed().await;
     eprintln!(
@@ -939,15 +711,15 @@ async fn rebalance_flushes_and_commits_before_handing_off_partitions() {
     const KEYS: i32 = 2_000;
     let (s, guard) = new_scenario("handoff").await;
     let seeded = insert_missing(&s.pg, &s.schema, KEYS).await;
-    let mut a = Service::start(&s, "a", &s.group);
-    wait_consuming(&mut a, 0.0, Duration::from_secs(60)).await;
+    let mut a = service(&s, "a", &s.group);
+    a.wait_consuming(0.0, Duration::from_secs(60)).await;
     // Short pauses, so that a has work in flight or stored but not yet committed (its
     // commit timer runs every second) most of the time until b has joined.
     let load = spawn_load(&s, KEYS, 40, Duration::from_millis(150));
     tokio::time::sleep(Duration::from_secs(3)).await;
     // b joins while a is busy: a's partitions are revoked with work in flight.
-    let mut b = Service::start(&s, "b", &s.group);
-    wait_consuming(&mut b, 0.0, Duration::from_secs(60)).await;
+    let mut b = service(&s, "b", &s.group);
+    b.wait_consuming(0.0, Duration::from_secs(60)).await;
     let changes = seeded + load.await.unwrap();
     let rows = reconcile(&s).await;
     a.assert_running();

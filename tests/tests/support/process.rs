@@ -130,25 +130,46 @@ impl SyncProcess {
 
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log_text();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
-    /// Sum of every sample of a metric family on `/metrics` (0 when absent or down).
-    pub async fn metric(&self, name: &str) -> f64 {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("not running").id()
+    }
+
+    /// Its whole log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Status and body of `GET path` on its HTTP endpoints, `None` when they do not answer.
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .unwrap();
-        let Ok(response) = client
-            .get(format!("http://{}/metrics", self.listen))
+        let response = client
+            .get(format!("http://{}{path}", self.listen))
             .send()
             .await
-        else {
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.unwrap_or_default()))
+    }
+
+    /// `/readyz` status, `None` when the endpoint does not answer.
+    pub async fn readyz(&self) -> Option<u16> {
+        self.get("/readyz").await.map(|r| r.0)
+    }
+
+    /// Sum of every sample of a metric family on `/metrics` (0 when absent or down).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let Some((200, text)) = self.get("/metrics").await else {
             return 0.0;
         };
-        let text = response.text().await.unwrap_or_default();
         text.lines()
             .filter(|l| {
                 l.strip_prefix(name)
@@ -158,13 +179,18 @@ impl SyncProcess {
             .fold(0.0, |sum, v| sum + v)
     }
 
+    /// Messages consumed so far (`sync_changes_consumed_total`).
+    pub async fn consumed(&self) -> f64 {
+        self.metric("sync_changes_consumed_total").await
+    }
+
     /// Waits until it consumed more than `above` messages (it owns partitions and makes
     /// progress); returns the count.
     pub async fn wait_consuming(&mut self, above: f64, timeout: Duration) -> f64 {
         let deadline = Instant::now() + timeout;
         loop {
             self.assert_running();
-            let consumed = self.metric("sync_changes_consumed_total").await;
+            let consumed = self.consumed().await;
             if consumed > above {
                 return consumed;
             }
