@@ -13,9 +13,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{LoopContext, is_missing_topic};
+use crate::dispatch::{ConsumerFlow, Dispatcher, PartitionFlow};
 use crate::offsets::OffsetSink;
 use crate::worker::Shared;
-use crate::{BatchSettings, Handler, LoopStatus, Observer, Record, worker_of};
+use crate::{BatchSettings, Handler, LoopStatus, Observer, Record};
 
 /// Why a loop could not start or stopped with an error.
 ///
@@ -244,11 +245,21 @@ impl ConsumerLoop {
     /// ```
     pub async fn run<H: Handler>(self, handler: H) -> Result<(), LoopError<H::Error>> {
         let sink: Arc<dyn OffsetSink> = self.consumer.clone();
+        let flow: Arc<dyn PartitionFlow> = Arc::new(ConsumerFlow(Arc::clone(&self.consumer)));
         let records = self
             .consumer
             .stream()
             .map(|next| next.map(|message| Record::from_message(&message)));
-        drive(records, sink, handler, self.status, &self.config, self.stop).await
+        drive(
+            records,
+            sink,
+            flow,
+            handler,
+            self.status,
+            &self.config,
+            self.stop,
+        )
+        .await
     }
 }
 
@@ -256,6 +267,7 @@ impl ConsumerLoop {
 pub(crate) async fn drive<H, S>(
     mut records: S,
     sink: Arc<dyn OffsetSink>,
+    flow: Arc<dyn PartitionFlow>,
     handler: H,
     status: Arc<LoopStatus>,
     config: &LoopConfig,
@@ -281,16 +293,26 @@ where
         senders.push(tx);
         handles.push(tokio::spawn(Arc::clone(&shared).work(rx)));
     }
+    // A worker's held records are bounded by its queue's size.
+    let hold_limit = config.queue_capacity.max(1);
+    let mut dispatch = Dispatcher::new(senders, hold_limit, flow, Arc::clone(&status));
     loop {
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
+            room = dispatch.room(), if dispatch.held() > 0 => {
+                dispatch.forget(&status.take_revoked());
+                if dispatch.release(room).is_err() {
+                    // A worker halted: the loop is stopping.
+                    break;
+                }
+            }
             next = records.next() => match next {
                 Some(Ok(record)) => {
-                    let w = worker_of(&record.topic, record.partition, workers);
-                    status.dispatched();
-                    if senders[w].send(record).await.is_err() {
-                        // The worker halted: the loop is stopping.
+                    // A revocation runs inside the poll that returned this record: forget
+                    // the revoked partitions before it is routed.
+                    dispatch.forget(&status.take_revoked());
+                    if dispatch.offer(record).is_err() {
                         break;
                     }
                 }
@@ -309,10 +331,16 @@ where
             }
         }
     }
+    if dispatch.held() > 0 {
+        tracing::info!(
+            records = dispatch.held(),
+            "held records left for redelivery"
+        );
+    }
     tracing::info!("stopped fetching; settling in-flight batches");
     // From here on a revocation (the consumer closing) must not wait for the workers.
     stop.cancel();
-    drop(senders);
+    drop(dispatch);
     for handle in handles {
         if let Err(e) = handle.await {
             tracing::error!(error = %e, "a partition worker panicked");

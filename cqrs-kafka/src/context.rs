@@ -137,6 +137,12 @@ impl ConsumerContext for LoopContext {
         match rebalance {
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = %describe(tpl), "partitions revoked");
+                // The dispatcher may have paused some: a pause outlives the assignment in
+                // librdkafka, and the next owner (maybe us again) must fetch them.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::debug!(error = %e, "resuming revoked partitions");
+                }
+                self.status.note_revoked(partitions(tpl));
                 self.revoke(consumer);
                 self.observer.revoked(&partitions(tpl));
             }

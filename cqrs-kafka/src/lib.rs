@@ -2,6 +2,7 @@
 
 mod consumer;
 mod context;
+mod dispatch;
 mod observer;
 mod offsets;
 mod record;

@@ -24,6 +24,10 @@ pub struct LoopStatus {
     in_flight: AtomicUsize,
     last_settled: Mutex<Option<Instant>>,
     assigned: AtomicBool,
+    /// Partitions revoked since the dispatcher last looked (`any_revoked` spares it the lock
+    /// on every record).
+    revoked: Mutex<Vec<(String, i32)>>,
+    any_revoked: AtomicBool,
 }
 
 impl LoopStatus {
@@ -116,6 +120,25 @@ impl LoopStatus {
 
     pub(crate) fn set_assigned(&self, assigned: bool) {
         self.assigned.store(assigned, Ordering::Release);
+    }
+
+    /// The group took `partitions` away (called from the revocation callback).
+    pub(crate) fn note_revoked(&self, partitions: Vec<(String, i32)>) {
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.extend(partitions);
+            self.any_revoked.store(true, Ordering::Release);
+        }
+    }
+
+    /// The partitions revoked since the last call.
+    pub(crate) fn take_revoked(&self) -> Vec<(String, i32)> {
+        if !self.any_revoked.swap(false, Ordering::AcqRel) {
+            return Vec::new();
+        }
+        self.revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
     }
 }
 

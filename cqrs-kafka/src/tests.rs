@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::consumer::drive;
+use crate::dispatch::PartitionFlow;
 use crate::offsets::{OffsetSink, Offsets};
 use crate::{BatchSettings, Halt, Handler, LoopConfig, LoopError, LoopStatus, Record};
 
@@ -38,6 +39,18 @@ impl OffsetSink for Recorder {
     }
     fn commit(&self) -> Result<(), KafkaError> {
         *self.commits.lock().unwrap() += 1;
+        Ok(())
+    }
+}
+
+/// A stream has nothing to pause: the held records are all it holds back.
+struct Unpaused;
+
+impl PartitionFlow for Unpaused {
+    fn pause(&self, _: &str, _: i32) -> Result<(), KafkaError> {
+        Ok(())
+    }
+    fn resume(&self, _: &str, _: i32) -> Result<(), KafkaError> {
         Ok(())
     }
 }
@@ -90,8 +103,10 @@ fn start(handler: Keep, config: LoopConfig) -> Run {
     let recorder = Arc::new(Recorder::default());
     let status = Arc::new(LoopStatus::default());
     let sink: Arc<dyn OffsetSink> = recorder.clone();
+    let flow: Arc<dyn PartitionFlow> = Arc::new(Unpaused);
     let (s, st) = (stop.clone(), Arc::clone(&status));
-    let done = tokio::spawn(async move { drive(records, sink, handler, st, &config, s).await });
+    let done =
+        tokio::spawn(async move { drive(records, sink, flow, handler, st, &config, s).await });
     Run {
         feed,
         stop,
@@ -237,4 +252,27 @@ async fn shutdown_settles_what_was_queued_before_the_final_commit() {
     let settled = run.recorder.position("t", 0).unwrap_or(0);
     let handled: usize = handler.batches.lock().unwrap().iter().map(Vec::len).sum();
     assert_eq!(settled as usize, handled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_partition_ahead_in_the_stream_does_not_hold_back_the_others() {
+    // librdkafka hands out a fetch partition by partition: here partition 0's records,
+    // more than its worker can queue, come before partition 1's, and its worker is stuck.
+    let handler = Keep::default();
+    let run = start(handler.clone(), config(2, 2));
+    assert_ne!(crate::worker_of("t", 0, 2), crate::worker_of("t", 1, 2));
+    run.feed.send(record(0, 0, "stuck")).unwrap();
+    for offset in 1..30 {
+        run.feed.send(record(0, offset, "v")).unwrap();
+    }
+    for offset in 0..5 {
+        run.feed.send(record(1, offset, "v")).unwrap();
+    }
+    eventually("partition 1 settled behind the stuck partition 0", || {
+        run.recorder.position("t", 1) == Some(5)
+    })
+    .await;
+    assert_eq!(run.recorder.position("t", 0), None);
+    run.stop.cancel();
+    run.done.await.unwrap().unwrap();
 }
