@@ -144,6 +144,82 @@ fn memory_kb(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Busy and total CPU ticks of the whole machine, all cores (`/proc/stat`).
+fn machine_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let values: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().sum();
+    // idle and iowait
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// The stack's servers whose CPU time a run reports beside ours: the MongoDB server and
+/// the broker, found by their command names.
+fn server_pids() -> Vec<(String, u32)> {
+    let mut found = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if ["mongod", "secantusd-rs", "tansu"].contains(&comm) {
+            found.push((comm.to_owned(), pid));
+        }
+    }
+    found.sort();
+    found
+}
+
+/// CPU used by the machine and by the stack's servers between two readings.
+struct CpuWindow {
+    machine: (u64, u64),
+    servers: Vec<(String, u32, f64)>,
+}
+
+impl CpuWindow {
+    fn start() -> Self {
+        CpuWindow {
+            machine: machine_ticks(),
+            servers: server_pids()
+                .into_iter()
+                .map(|(name, pid)| (name, pid, cpu_secs(pid)))
+                .collect(),
+        }
+    }
+
+    /// "machine 93% busy; secantusd-rs 1.2 s, tansu 0.4 s".
+    fn report(&self) -> String {
+        let (busy, total) = machine_ticks();
+        let busy_share = (busy - self.machine.0) as f64 / (total - self.machine.1).max(1) as f64;
+        let servers: Vec<String> = self
+            .servers
+            .iter()
+            .map(|(name, pid, before)| format!("{name} {:.1} s", cpu_secs(*pid) - before))
+            .collect();
+        format!(
+            "machine {:.0}% busy; {}",
+            busy_share * 100.0,
+            servers.join(", ")
+        )
+    }
+}
+
 /// The pid of the stack's Kafka Connect JVM, the one listening on the REST port of `url`
 /// (read only: its CPU time). Other Connect JVMs may run on the machine (Compose tests).
 fn connect_pid(url: &str) -> Option<u32> {
@@ -329,14 +405,14 @@ async fn measure(
     load: &Load,
     who: Writer,
     cap: Duration,
-    mut tick: impl FnMut(),
+    mut tick: impl FnMut(bool),
 ) -> Rate {
     let started = Instant::now();
     let mut first: Option<Instant> = None;
     let mut seen_any = false;
     loop {
         let (visible, applied, done) = progress(coll, load, who, &mut seen_any).await;
-        tick();
+        tick(visible);
         let now = Instant::now();
         if visible && first.is_none() {
             first = Some(now);
@@ -628,7 +704,15 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // `BENCH_SYNC_LOG` (a RUST_LOG filter for the binary) keeps its log to read.
+        if std::env::var_os("BENCH_SYNC_LOG").is_some() {
+            println!(
+                "  sync-service log kept: {}",
+                self.dir.join("sync.log").display()
+            );
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -659,6 +743,7 @@ topics = [{topics}]
 format = "avro"
 session_timeout_ms = 6000
 
+{properties}
 [schema_registry]
 url = "{registry}"
 
@@ -685,6 +770,7 @@ listen = ""
             database = self.database,
             workers = self.workers,
             topics = topics.join(", "),
+            properties = kafka_properties(),
         );
         let dir = std::env::temp_dir().join(format!("bench-ceilings-{}", short_id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -693,7 +779,10 @@ listen = ""
         let child = Command::new(self.binary)
             .args(["run", "--config"])
             .arg(dir.join("sync.toml"))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SYNC_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -702,10 +791,26 @@ listen = ""
     }
 }
 
+/// `BENCH_KAFKA_PROPS="fetch.wait.max.ms=100,..."`: librdkafka properties for the
+/// binary's consumer, to try settings without a rebuild.
+fn kafka_properties() -> String {
+    let Ok(props) = std::env::var("BENCH_KAFKA_PROPS") else {
+        return String::new();
+    };
+    let lines: Vec<String> = props
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| format!("\"{}\" = \"{}\"", k.trim(), v.trim()))
+        .collect();
+    format!("[kafka.properties]\n{}\n", lines.join("\n"))
+}
+
 struct Ours {
     rate: Rate,
     cpu: f64,
     hwm_mb: f64,
+    /// The machine and the servers over the run.
+    around: String,
 }
 
 /// `instances` binaries in one group, `workers` each, on `load`'s topic.
@@ -739,12 +844,24 @@ async fn run_ours(
         .database(&database)
         .collection::<Document>(&format!("{}__v1", load.table));
     let mut rss_peak = 0u64;
-    let rate = measure(&coll, load, Writer::Ours, Duration::from_secs(600), || {
-        for pid in &pids {
-            rss_peak = rss_peak.max(memory_kb(*pid, "VmHWM:"));
-        }
-    })
+    // From the first document seen, as the rate.
+    let mut window: Option<CpuWindow> = None;
+    let rate = measure(
+        &coll,
+        load,
+        Writer::Ours,
+        Duration::from_secs(600),
+        |visible| {
+            if visible && window.is_none() {
+                window = Some(CpuWindow::start());
+            }
+            for pid in &pids {
+                rss_peak = rss_peak.max(memory_kb(*pid, "VmHWM:"));
+            }
+        },
+    )
     .await;
+    let around = window.map_or_else(String::new, |w| w.report());
     let cpu: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();
     let hwm = pids
         .iter()
@@ -763,6 +880,7 @@ async fn run_ours(
         rate,
         cpu,
         hwm_mb: hwm as f64 / 1024.0,
+        around,
     }
 }
 
@@ -877,7 +995,7 @@ async fn run_sink(env: &Env, mongo: &mongodb::Client, topic: &str, load: &Load) 
     let cap = Duration::from_secs(env_u64("BENCH_SINK_SECS", 60));
     let mut polls = 0u32;
     let mut failure: Option<String> = None;
-    let rate = measure(&coll, load, Writer::Sink, cap, || polls += 1).await;
+    let rate = measure(&coll, load, Writer::Sink, cap, |_| polls += 1).await;
     if polls > 0 {
         failure = sink.failed().await;
     }
@@ -1169,6 +1287,15 @@ async fn main() {
             },
         },
     ];
+    // `BENCH_LOADS=ins,upd` runs a subset (by table name).
+    let only = std::env::var("BENCH_LOADS").ok();
+    let loads: Vec<Load> = loads
+        .into_iter()
+        .filter(|l| {
+            only.as_deref()
+                .is_none_or(|o| o.split(',').any(|t| t == l.table))
+        })
+        .collect();
     pg.batch_execute(&format!(
         "CREATE SCHEMA {schema};
          CREATE TABLE {schema}.lat (id int PRIMARY KEY, note text NOT NULL, committed_at timestamptz NOT NULL);"
@@ -1222,12 +1349,13 @@ async fn main() {
             row.ceilings.push(c);
             let ours = run_ours(&env, &mongo, &binary, &schema, load, WORKERS, 1).await;
             println!(
-                "  sync-service: {:.0} changes/s over {:.1} s, CPU {:.1} s ({:.1} µs/change), VmHWM {:.1} MB",
+                "  sync-service: {:.0} changes/s over {:.1} s, CPU {:.1} s ({:.1} µs/change), VmHWM {:.1} MB; {}",
                 ours.rate.per_sec(),
                 ours.rate.steady.as_secs_f64(),
                 ours.cpu,
                 ours.cpu / load.events() as f64 * 1e6,
-                ours.hwm_mb
+                ours.hwm_mb,
+                ours.around
             );
             row.ours.push(ours);
             if slice == 0 && !flag("BENCH_SKIP_SINK") {
