@@ -245,7 +245,7 @@ impl ConsumerLoop {
     /// ```
     pub async fn run<H: Handler>(self, handler: H) -> Result<(), LoopError<H::Error>> {
         let sink: Arc<dyn OffsetSink> = self.consumer.clone();
-        let flow: Arc<dyn PartitionFlow> = Arc::new(ConsumerFlow(Arc::clone(&self.consumer)));
+        let flow: Arc<dyn PartitionFlow> = Arc::new(ConsumerFlow::new(Arc::clone(&self.consumer)));
         let records = self
             .consumer
             .stream()

@@ -41,28 +41,46 @@ fn one(topic: &str, partition: i32) -> TopicPartitionList {
 }
 
 /// The consumer's pause and resume.
-pub(crate) struct ConsumerFlow<C: ConsumerContext + 'static>(pub(crate) Arc<StreamConsumer<C>>);
+pub(crate) struct ConsumerFlow<C: ConsumerContext + 'static> {
+    consumer: Arc<StreamConsumer<C>>,
+    /// Partitions to wake the fetcher for, served by one thread (see `resume`).
+    wake: std::sync::mpsc::SyncSender<(String, i32)>,
+}
+
+impl<C: ConsumerContext + 'static> ConsumerFlow<C> {
+    pub(crate) fn new(consumer: Arc<StreamConsumer<C>>) -> Self {
+        // A handful of wake-ups queued is plenty: one wakes the broker thread for all the
+        // partitions it leads.
+        let (wake, requests) = std::sync::mpsc::sync_channel::<(String, i32)>(8);
+        let fetcher = Arc::clone(&consumer);
+        // Ends when the flow (and with it the sender) is dropped.
+        let spawned = std::thread::Builder::new()
+            .name("cqrs-kafka-wake".into())
+            .spawn(move || {
+                for (topic, partition) in requests {
+                    let _ = fetcher.fetch_watermarks(&topic, partition, Duration::from_secs(1));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread to wake the fetcher after a resume");
+        }
+        ConsumerFlow { consumer, wake }
+    }
+}
 
 impl<C: ConsumerContext + 'static> PartitionFlow for ConsumerFlow<C> {
     fn pause(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        Consumer::pause(&*self.0, &one(topic, partition))
+        Consumer::pause(&*self.consumer, &one(topic, partition))
     }
 
     fn resume(&self, topic: &str, partition: i32) -> Result<(), KafkaError> {
-        Consumer::resume(&*self.0, &one(topic, partition))?;
+        Consumer::resume(&*self.consumer, &one(topic, partition))?;
         // librdkafka serves a resume on the broker thread's next turn, and a broker thread
         // with every partition paused sleeps up to a second: measured, every worker idle
         // ~850 ms after each pause, half the throughput lost. A request to the partition's
-        // leader wakes that thread; its answer does not matter.
-        let consumer = Arc::clone(&self.0);
-        let topic = topic.to_owned();
-        let wake = move || {
-            let _ = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(1));
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => drop(runtime.spawn_blocking(wake)),
-            Err(_) => wake(),
-        }
+        // leader wakes that thread; its answer does not matter. A full queue means wake-ups
+        // are already on their way.
+        let _ = self.wake.try_send((topic.to_owned(), partition));
         Ok(())
     }
 }

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use bson::{Bson, Document};
 use cqrs_core::{Projection, ReadModelWrite, Target};
 
-use cqrs_mongo::GuardedWrite;
-use cqrs_projection::{ChangeProjection, ProjectionError};
 
 use super::{MapError, MongoWrite};
 
@@ -102,6 +100,11 @@ impl TableProjection {
     }
 
     fn document(&self, row: &Document) -> Document {
+        if self.include.is_empty() && self.exclude.is_empty() && self.rename.is_empty() {
+            // The row as it is: a clone copies the index, where collecting rehashes every
+            // field name (a seventh of the instructions per change, decode_cost).
+            return row.clone();
+        }
         row.iter()
             .filter(|(k, _)| self.include.is_empty() || self.include.contains(k))
             .filter(|(k, _)| !self.exclude.contains(k))
@@ -191,22 +194,7 @@ impl Projection for TableProjection {
     }
 }
 
-/// The runtime's view: writes without an origin (a table row is no aggregate).
-impl ChangeProjection for TableProjection {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn tables(&self) -> &[String] {
-        std::slice::from_ref(&self.table)
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<GuardedWrite>, ProjectionError> {
-        Projection::project(self, change)
-            .map(|writes| writes.into_iter().map(GuardedWrite::new).collect())
-            .map_err(ProjectionError::custom)
-    }
-}
+table_change_projection!(TableProjection);
 
 #[cfg(test)]
 mod tests {
