@@ -14,6 +14,37 @@
 //! [`Projections`] routes each change to the projections of its table, each outbox event to
 //! those of its topic.
 
+/// The runtime's view of a declarative table projection (a struct with `name` and `table`
+/// fields that implements [`cqrs_core::Projection`] for [`Change`]s): its one table, and its
+/// writes without an origin (a table row is no aggregate).
+macro_rules! table_change_projection {
+    ($projection:ty) => {
+        impl cqrs_projection::ChangeProjection for $projection {
+            fn name(&self) -> &str {
+                &self.name
+            }
+
+            fn tables(&self) -> &[String] {
+                std::slice::from_ref(&self.table)
+            }
+
+            fn project(
+                &self,
+                change: &crate::envelope::Change,
+            ) -> Result<Vec<cqrs_mongo::GuardedWrite>, cqrs_projection::ProjectionError> {
+                cqrs_core::Projection::project(self, change)
+                    .map(|writes| {
+                        writes
+                            .into_iter()
+                            .map(cqrs_mongo::GuardedWrite::new)
+                            .collect()
+                    })
+                    .map_err(cqrs_projection::ProjectionError::custom)
+            }
+        }
+    };
+}
+
 mod children;
 mod table;
 

@@ -22,9 +22,7 @@ use std::collections::BTreeMap;
 
 use bson::{Bson, Document};
 use cqrs_core::{ChildChange, Projection, ReadModelWrite, Target};
-use cqrs_mongo::GuardedWrite;
 use cqrs_mongo::children::child_key;
-use cqrs_projection::{ChangeProjection, ProjectionError};
 
 use super::{MapError, MongoWrite};
 
@@ -385,21 +383,7 @@ impl Projection for ChildTableProjection {
     }
 }
 
-impl ChangeProjection for ChildTableProjection {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn tables(&self) -> &[String] {
-        std::slice::from_ref(&self.table)
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<GuardedWrite>, ProjectionError> {
-        Projection::project(self, change)
-            .map(|writes| writes.into_iter().map(GuardedWrite::new).collect())
-            .map_err(ProjectionError::custom)
-    }
-}
+table_change_projection!(ChildTableProjection);
 
 #[cfg(test)]
 mod tests {
