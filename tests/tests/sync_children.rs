@@ -49,52 +49,6 @@ collection = "orders"
 embed = { field = "tags", parent_key = ["order_id"] }
 "#;
 
-fn config_text(s: &Scenario) -> String {
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{kafka}"
-group_id = "{group}"
-topic_regex = "cqrs\\.{schema}\\..*"
-format = "avro"
-session_timeout_ms = 6000
-[kafka.properties]
-"topic.metadata.refresh.interval.ms" = "500"
-
-[schema_registry]
-url = "{registry}"
-
-[mongodb]
-uri = "{mongo}"
-database = "{database}"
-
-[batch]
-max_size = 500
-max_wait_ms = 20
-workers = 4
-
-[retry]
-initial_backoff_ms = 50
-max_backoff_ms = 1000
-
-[dead_letter]
-topic = "{dlq}"
-
-[http]
-listen = "{{listen}}"
-{projections}
-"#,
-        kafka = s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        group = s.group,
-        registry = s.contract.require("SCHEMA_REGISTRY_URL"),
-        mongo = s.contract.require("MONGODB_URI"),
-        schema = s.schema,
-        database = s.database,
-        dlq = s.dlq_topic,
-        projections = PROJECTIONS.replace("{s}", &s.schema),
-    )
-}
-
 async fn create_tables(s: &Scenario) {
     s.sql(
         "CREATE TABLE {s}.orders (
@@ -398,7 +352,7 @@ async fn children_and_parents_converge_to_the_join_after_sigkills() {
     let mut service = SyncProcess::start(
         &format!("sync-children-{}", s.database),
         "victim",
-        &config_text(&s),
+        &s.process_config_text(&s.group, PROJECTIONS),
     );
     let started = Instant::now();
     let load = spawn_load(&s, Duration::from_millis(400));

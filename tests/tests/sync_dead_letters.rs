@@ -7,76 +7,24 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bson::{Bson, Document, doc};
-use cqrs_core::{Projection, ReadModelWrite, Target};
+use bson::{Document, doc};
 use futures::StreamExt;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Headers, Message};
+use support::picky::Picky;
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
 use sync_service::dead_letter::admin::{self, Selection};
 use sync_service::dead_letter::{Stage, headers};
-use sync_service::envelope::{Change, Op};
-use sync_service::map::MongoWrite;
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Refuses rows named "poison" until it is fixed.
-struct Picky {
-    fixed: Arc<AtomicBool>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot project a poisoned row")]
-struct Poisoned;
-
-impl Projection for Picky {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = Poisoned;
-
-    fn name(&self) -> &str {
-        "picky"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, Poisoned> {
-        let target = Target::collection("items");
-        let Some(row) = change.row() else {
-            return Ok(vec![]);
-        };
-        let id = row.get("id").cloned().unwrap_or(Bson::Null);
-        if change.op == Op::Delete {
-            return Ok(vec![ReadModelWrite::Delete {
-                target,
-                id,
-                version: change.version,
-            }]);
-        }
-        if row.get_str("name") == Ok("poison") && !self.fixed.load(Ordering::SeqCst) {
-            return Err(Poisoned);
-        }
-        Ok(vec![ReadModelWrite::Replace {
-            target,
-            id,
-            version: change.version,
-            document: doc! { "name": row.get("name").cloned().unwrap_or(Bson::Null) },
-        }])
-    }
-}
-
 fn service(s: &Scenario, fixed: bool) -> SyncService {
     let items = format!("{}.items", s.schema);
-    SyncService::new(s.config("")).with_projection(
-        Picky {
-            fixed: Arc::new(AtomicBool::new(fixed)),
-        },
-        &[&items],
-    )
+    SyncService::new(s.config("")).with_projection(Picky::new(fixed), &[&items])
 }
 
 async fn names(s: &Scenario) -> Vec<(i32, String)> {

@@ -39,62 +39,16 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const TABLE: &str = "accounts";
 const CATCH_UP: Duration = Duration::from_secs(150);
 
-/// A `sync.toml` for the scenario's schema and consumer group `group`, with `{listen}` for
-/// the HTTP address ([`SyncProcess::start`] fills it in).
-fn config_text(s: &Scenario, group: &str) -> String {
-    format!(
-        r#"
-[kafka]
-bootstrap_servers = "{kafka}"
-group_id = "{group}"
-topic_regex = "cqrs\\.{schema}\\..*"
-format = "avro"
-session_timeout_ms = 6000
-[kafka.properties]
-"topic.metadata.refresh.interval.ms" = "500"
-
-[schema_registry]
-url = "{registry}"
-
-[mongodb]
-uri = "{mongo}"
-database = "{database}"
-
-[batch]
-max_size = 500
-max_wait_ms = 20
-workers = 4
-
-[retry]
-initial_backoff_ms = 50
-max_backoff_ms = 1000
-
-[dead_letter]
-topic = "{dlq}"
-
-[http]
-listen = "{{listen}}"
-
-[[projection]]
-table = "{schema}.{TABLE}"
-collection = "{TABLE}"
-"#,
-        kafka = s.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-        registry = s.contract.require("SCHEMA_REGISTRY_URL"),
-        mongo = s.contract.require("MONGODB_URI"),
-        schema = s.schema,
-        database = s.database,
-        dlq = s.dlq_topic,
-    )
-}
-
 /// One sync-service process of the scenario in consumer group `group` (killed when
 /// dropped, also when the test panics).
 fn service(s: &Scenario, name: &str, group: &str) -> SyncProcess {
     SyncProcess::start(
         &format!("sync-faults-{}", s.database),
         name,
-        &config_text(s, group),
+        &s.process_config_text(
+            group,
+            &format!("[[projection]]\ntable = \"{{s}}.{TABLE}\"\ncollection = \"{TABLE}\"\n"),
+        ),
     )
 }
 

@@ -8,20 +8,16 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bson::{Bson, Document, doc};
-use cqrs_core::{Projection, ReadModelWrite, Target};
 use futures::StreamExt;
 use rdkafka::message::{Headers, Message};
+use support::picky::Picky;
 use support::{Running, Scenario, until};
 use sync_service::SyncService;
 use sync_service::dead_letter::admin::{self, Selection};
 use sync_service::dead_letter::{DeadLetter, Stage, headers};
-use sync_service::envelope::{Change, Op};
-use sync_service::map::MongoWrite;
 
 const WAIT: Duration = Duration::from_secs(90);
 
@@ -180,59 +176,10 @@ async fn unchanged_toasted_values_of_every_type_keep_their_stored_value() {
     s.cleanup().await;
 }
 
-/// Refuses rows named "poison" until fixed; writes `{name, body_len}` into `items`.
-struct Picky {
-    fixed: Arc<AtomicBool>,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("cannot project a poisoned row")]
-struct Poisoned;
-
-impl Projection for Picky {
-    type Input = Change;
-    type Write = MongoWrite;
-    type Error = Poisoned;
-
-    fn name(&self) -> &str {
-        "picky"
-    }
-
-    fn project(&self, change: &Change) -> Result<Vec<MongoWrite>, Poisoned> {
-        let target = Target::collection("items");
-        let Some(row) = change.row() else {
-            return Ok(vec![]);
-        };
-        let id = row.get("id").cloned().unwrap_or(Bson::Null);
-        if change.op == Op::Delete {
-            return Ok(vec![ReadModelWrite::Delete {
-                target,
-                id,
-                version: change.version,
-            }]);
-        }
-        if row.get_str("name") == Ok("poison") && !self.fixed.load(Ordering::SeqCst) {
-            return Err(Poisoned);
-        }
-        let body_len = row.get_str("body").map(str::len).unwrap_or(0) as i64;
-        Ok(vec![ReadModelWrite::Replace {
-            target,
-            id,
-            version: change.version,
-            document: doc! { "name": row.get("name").cloned().unwrap_or(Bson::Null), "body_len": body_len },
-        }])
-    }
-}
-
 fn picky(s: &Scenario, fixed: bool, refresh_ms: u64) -> SyncService {
     let mut config = s.config("");
     config.dead_letter.refresh_interval_ms = refresh_ms;
-    SyncService::new(config).with_projection(
-        Picky {
-            fixed: Arc::new(AtomicBool::new(fixed)),
-        },
-        &[&format!("{}.items", s.schema)],
-    )
+    SyncService::new(config).with_projection(Picky::new(fixed), &[&format!("{}.items", s.schema)])
 }
 
 async fn item(s: &Scenario, id: i32) -> Option<Document> {

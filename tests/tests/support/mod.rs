@@ -3,6 +3,7 @@
 //! embedded sync-service consuming the schema's topics.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod picky;
 pub mod process;
 
 use std::future::Future;
@@ -264,6 +265,54 @@ impl Scenario {
             projections = projections.replace("{s}", &self.schema),
         );
         SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+
+    /// The `sync.toml` of a sync-service process ([`process::SyncProcess::start`] fills in
+    /// `{listen}`): this schema's topics as Avro, consumer group `group`, 4 workers, batches
+    /// of 500, and the given `[[projection]]` sections (`{s}` stands for the schema).
+    pub fn process_config_text(&self, group: &str, projections: &str) -> String {
+        format!(
+            r#"
+[kafka]
+bootstrap_servers = "{kafka}"
+group_id = "{group}"
+topic_regex = "cqrs\\.{schema}\\..*"
+format = "avro"
+session_timeout_ms = 6000
+[kafka.properties]
+"topic.metadata.refresh.interval.ms" = "500"
+
+[schema_registry]
+url = "{registry}"
+
+[mongodb]
+uri = "{mongo}"
+database = "{database}"
+
+[batch]
+max_size = 500
+max_wait_ms = 20
+workers = 4
+
+[retry]
+initial_backoff_ms = 50
+max_backoff_ms = 1000
+
+[dead_letter]
+topic = "{dlq}"
+
+[http]
+listen = "{{listen}}"
+{projections}
+"#,
+            kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
+            registry = self.contract.require("SCHEMA_REGISTRY_URL"),
+            mongo = self.contract.require("MONGODB_URI"),
+            schema = self.schema,
+            database = self.database,
+            dlq = self.dlq_topic,
+            projections = projections.replace("{s}", &self.schema),
+        )
     }
 
     /// Every document of a collection (tombstones included), by `_id`.
