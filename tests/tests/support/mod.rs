@@ -230,85 +230,70 @@ impl Scenario {
         group: &str,
         projections: &str,
     ) -> SyncConfig {
-        let text = format!(
-            r#"
-            [kafka]
-            bootstrap_servers = "{kafka}"
-            group_id = "{group}"
-            topic_regex = "{topic_regex}"
-            session_timeout_ms = 6000
-            [kafka.properties]
-            "topic.metadata.refresh.interval.ms" = "500"
-            [schema_registry]
-            url = "{registry}"
-            [mongodb]
-            uri = "{mongo}"
-            database = "{database}"
-            [batch]
-            max_size = 200
-            max_wait_ms = 20
-            [retry]
-            initial_backoff_ms = 50
-            max_backoff_ms = 1000
-            [dead_letter]
-            topic = "{dlq}"
-            [http]
-            listen = ""
-            {projections}
-            "#,
-            kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
-            registry = self.contract.require("SCHEMA_REGISTRY_URL"),
-            mongo = self.contract.require("MONGODB_URI"),
-            topic_regex = topic_regex.replace('\\', "\\\\"),
-            database = self.database,
-            dlq = self.dlq_topic,
-            projections = projections.replace("{s}", &self.schema),
+        let text = self.sync_toml(
+            topic_regex,
+            group,
+            "max_size = 200\nmax_wait_ms = 20",
+            "",
+            projections,
         );
         SyncConfig::from_toml_str(&text).unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
 
     /// The `sync.toml` of a sync-service process ([`process::SyncProcess::start`] fills in
-    /// `{listen}`): this schema's topics as Avro, consumer group `group`, 4 workers, batches
+    /// `{listen}`): this schema's topics, consumer group `group`, 4 workers, batches
     /// of 500, and the given `[[projection]]` sections (`{s}` stands for the schema).
     pub fn process_config_text(&self, group: &str, projections: &str) -> String {
+        self.sync_toml(
+            &format!(r"cqrs\.{}\..*", self.schema),
+            group,
+            "max_size = 500\nmax_wait_ms = 20\nworkers = 4",
+            "{listen}",
+            projections,
+        )
+    }
+
+    /// The one `sync.toml` text of the tests: this scenario's stack, database and
+    /// dead-letter topic, the topics matching `topic_regex` (librdkafka syntax, without the
+    /// leading `^`), consumer group `group`, the `[batch]` lines `batch`, the HTTP address
+    /// `listen` and the `[[projection]]` sections (`{s}` stands for the schema).
+    fn sync_toml(
+        &self,
+        topic_regex: &str,
+        group: &str,
+        batch: &str,
+        listen: &str,
+        projections: &str,
+    ) -> String {
         format!(
             r#"
 [kafka]
 bootstrap_servers = "{kafka}"
 group_id = "{group}"
-topic_regex = "cqrs\\.{schema}\\..*"
-format = "avro"
+topic_regex = "{topic_regex}"
 session_timeout_ms = 6000
 [kafka.properties]
 "topic.metadata.refresh.interval.ms" = "500"
-
 [schema_registry]
 url = "{registry}"
-
 [mongodb]
 uri = "{mongo}"
 database = "{database}"
-
 [batch]
-max_size = 500
-max_wait_ms = 20
-workers = 4
-
+{batch}
 [retry]
 initial_backoff_ms = 50
 max_backoff_ms = 1000
-
 [dead_letter]
 topic = "{dlq}"
-
 [http]
-listen = "{{listen}}"
+listen = "{listen}"
 {projections}
 "#,
             kafka = self.contract.require("KAFKA_BOOTSTRAP_SERVERS"),
             registry = self.contract.require("SCHEMA_REGISTRY_URL"),
             mongo = self.contract.require("MONGODB_URI"),
-            schema = self.schema,
+            topic_regex = topic_regex.replace('\\', "\\\\"),
             database = self.database,
             dlq = self.dlq_topic,
             projections = projections.replace("{s}", &self.schema),
