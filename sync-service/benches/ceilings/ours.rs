@@ -22,6 +22,15 @@ impl ChildGuard {
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
+        // SIGTERM first: the binary's graceful shutdown, and a wrapper such as valgrind
+        // (`SYNC_SERVICE_BIN`) gets to write its output; SIGKILL after 30 s.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         // `BENCH_SYNC_LOG` (a RUST_LOG filter for the binary) keeps its log to read.
