@@ -37,6 +37,11 @@ const V2: &str = r#"
     collection = "items"
 "#;
 
+/// One incremental snapshot at a time. The stack's connector runs a single incremental
+/// snapshot context for every table: seen in a CI run, the cancel test's stop signal for
+/// its own table ended the rebuild test's snapshot, which then never completed.
+static SNAPSHOTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn config(s: &Scenario, projections: &str) -> SyncConfig {
     let mut config = s.config(projections);
     config.rebuild.signal_database_url = Some(s.contract.require("SIGNAL_DATABASE_URL").into());
@@ -148,6 +153,7 @@ async fn wait_switched(rebuilds: &Rebuilds, what: &str) -> RebuildRecord {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_changed_projection_is_rebuilt_under_load_and_switched_without_readers_noticing() {
+    let _one_snapshot_at_a_time = SNAPSHOTS.lock().await;
     let s = Arc::new(Scenario::new("rebuild").await);
     let guard = s.cleanup_guard();
     s.sql(
@@ -303,6 +309,7 @@ async fn a_changed_projection_is_rebuilt_under_load_and_switched_without_readers
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_signalled_snapshot_restores_lost_documents_and_never_revives_deleted_rows() {
+    let _one_snapshot_at_a_time = SNAPSHOTS.lock().await;
     let s = Scenario::new("resnap").await;
     let guard = s.cleanup_guard();
     s.sql(
@@ -368,6 +375,7 @@ async fn a_signalled_snapshot_restores_lost_documents_and_never_revives_deleted_
 /// following PostgreSQL, and the rebuild started again completes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_rebuild_leaves_the_live_version_alone_and_starts_again() {
+    let _one_snapshot_at_a_time = SNAPSHOTS.lock().await;
     let s = Scenario::new("rbcancel").await;
     let guard = s.cleanup_guard();
     s.sql(
