@@ -95,23 +95,11 @@ impl Load {
     }
 }
 
-/// How far a contender got: (started, events applied so far, done).
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Writer {
-    /// The sync-service: a delete leaves a tombstone (`_deleted: true`).
-    Ours,
-    /// The sink: a delete removes the document.
-    Sink,
-}
-
 pub(crate) async fn progress(
     coll: &mongodb::Collection<Document>,
     load: &Load,
-    who: Writer,
-    seen_any: &mut bool,
 ) -> (bool, u64, bool) {
     let count = coll.estimated_document_count().await.unwrap_or(0);
-    *seen_any |= count > 0;
     match load.shape {
         Shape::Inserts { rows } => (count > 0, count, count >= rows),
         Shape::Updates { keys, rounds } => {
@@ -121,17 +109,15 @@ pub(crate) async fn progress(
             let sum = sum_qty(coll).await;
             (true, count + sum, count >= keys && sum >= keys * rounds)
         }
-        Shape::Deletes { rows } => match who {
-            Writer::Ours => {
-                let deleted = coll
-                    .count_documents(doc! { "_deleted": true })
-                    .await
-                    .unwrap_or(0);
-                (count > 0, count + deleted, deleted >= rows)
-            }
-            // Documents come and go: only the end is observable (none left after some).
-            Writer::Sink => (*seen_any, 0, *seen_any && count == 0),
-        },
+        // The sync-service's deletes leave tombstones (`_deleted: true`); the sink's remove
+        // the document, so its delete load is timed by its commits (`sink.rs`).
+        Shape::Deletes { rows } => {
+            let deleted = coll
+                .count_documents(doc! { "_deleted": true })
+                .await
+                .unwrap_or(0);
+            (count > 0, count + deleted, deleted >= rows)
+        }
     }
 }
 
@@ -169,15 +155,13 @@ impl Rate {
 pub(crate) async fn measure(
     coll: &mongodb::Collection<Document>,
     load: &Load,
-    who: Writer,
     cap: Duration,
     mut tick: impl FnMut(bool),
 ) -> Rate {
     let started = Instant::now();
     let mut first: Option<Instant> = None;
-    let mut seen_any = false;
     loop {
-        let (visible, applied, done) = progress(coll, load, who, &mut seen_any).await;
+        let (visible, applied, done) = progress(coll, load).await;
         tick(visible);
         let now = Instant::now();
         if visible && first.is_none() {

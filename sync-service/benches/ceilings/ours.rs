@@ -175,20 +175,14 @@ pub(crate) async fn run_ours(
     let mut rss_peak = 0u64;
     // From the first document seen, as the rate.
     let mut window: Option<CpuWindow> = None;
-    let rate = measure(
-        &coll,
-        load,
-        Writer::Ours,
-        Duration::from_secs(600),
-        |visible| {
-            if visible && window.is_none() {
-                window = Some(CpuWindow::start());
-            }
-            for pid in &pids {
-                rss_peak = rss_peak.max(memory_kb(*pid, "VmHWM:"));
-            }
-        },
-    )
+    let rate = measure(&coll, load, Duration::from_secs(600), |visible| {
+        if visible && window.is_none() {
+            window = Some(CpuWindow::start());
+        }
+        for pid in &pids {
+            rss_peak = rss_peak.max(memory_kb(*pid, "VmHWM:"));
+        }
+    })
     .await;
     let around = window.map_or_else(String::new, |w| w.report());
     let cpu: f64 = pids.iter().map(|p| cpu_secs(*p)).sum();

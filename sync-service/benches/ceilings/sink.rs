@@ -121,7 +121,7 @@ pub(crate) async fn run_sink(
             polls = 1;
             measure_by_commits(env, &format!("connect-{}", sink.name), topic, load, cap).await
         }
-        _ => measure(&coll, load, Writer::Sink, cap, |_| polls += 1).await,
+        _ => measure(&coll, load, cap, |_| polls += 1).await,
     };
     if polls > 0 {
         failure = sink.failed().await;
@@ -152,9 +152,10 @@ pub(crate) async fn run_sink(
     SinkRun { rate, cpu, check }
 }
 
-/// The sink's rate from its consumer group's committed offsets, polled every 100 ms: from
-/// the first commit to the commit of the topic's end. Commits come every second, so the
-/// figure is good to about a second of the run's length (the first second is not counted).
+/// The sink's rate from its consumer group's committed offsets, polled every 100 ms (one
+/// client, on a blocking thread): from the first commit to the commit of the topic's end.
+/// Commits come every second, so the figure is good to about a second of the run's length
+/// (the first second is not counted).
 async fn measure_by_commits(
     env: &Env,
     group: &str,
@@ -162,33 +163,36 @@ async fn measure_by_commits(
     load: &Load,
     cap: Duration,
 ) -> Rate {
-    let started = Instant::now();
-    let mut first: Option<Instant> = None;
-    loop {
-        let (env2, group2, topic2) = (env.clone(), group.to_owned(), topic.to_owned());
-        let progress = tokio::task::spawn_blocking(move || group_progress(&env2, &group2, &topic2))
-            .await
-            .unwrap();
-        let now = Instant::now();
-        if let Some((done, end)) = progress {
-            if done > 0 && first.is_none() {
-                first = Some(now);
+    let progress = GroupProgress::new(env, group, topic);
+    let events = load.events();
+    tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut first: Option<Instant> = None;
+        loop {
+            let read = progress.as_ref().and_then(GroupProgress::read);
+            let now = Instant::now();
+            if let Some((done, end)) = read {
+                if done > 0 && first.is_none() {
+                    first = Some(now);
+                }
+                if end > 0 && done >= end {
+                    return Rate {
+                        events,
+                        complete: true,
+                        steady: now - first.unwrap_or(now),
+                    };
+                }
             }
-            if end > 0 && done >= end {
+            if started.elapsed() > cap {
                 return Rate {
-                    events: load.events(),
-                    complete: true,
+                    events: 0,
+                    complete: false,
                     steady: now - first.unwrap_or(now),
                 };
             }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        if started.elapsed() > cap {
-            return Rate {
-                events: 0,
-                complete: false,
-                steady: now - first.unwrap_or(now),
-            };
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
+    .unwrap()
 }

@@ -84,34 +84,58 @@ pub(crate) fn kafka_consumer(env: &Env) -> rdkafka::ClientConfig {
     config
 }
 
-/// Offsets of `topic` committed by consumer group `group`, summed over its partitions,
-/// against the sum of their high watermarks: how far a consumer that only commits (Kafka
-/// Connect's sink tasks, every `offset.flush.interval.ms`, 1 s in the stack) has come.
-pub(crate) fn group_progress(env: &Env, group: &str, topic: &str) -> Option<(i64, i64)> {
-    let consumer: BaseConsumer = kafka_consumer(env).set("group.id", group).create().ok()?;
-    let timeout = Duration::from_secs(5);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout).ok()?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .first()?
-        .partitions()
-        .iter()
-        .map(|p| p.id())
-        .collect();
-    let mut list = rdkafka::TopicPartitionList::new();
-    let mut end = 0;
-    for &p in &partitions {
-        list.add_partition(topic, p);
-        end += consumer.fetch_watermarks(topic, p, timeout).ok()?.1;
-    }
-    let committed = consumer.committed_offsets(list, timeout).ok()?;
-    let done = committed
-        .elements()
-        .iter()
-        .map(|e| match e.offset() {
-            rdkafka::Offset::Offset(o) => o,
-            _ => 0,
+/// Offsets of a topic committed by a consumer group, summed over its partitions, against
+/// the sum of their high watermarks: how far a consumer that only commits (Kafka Connect's
+/// sink tasks, every `offset.flush.interval.ms`, 1 s in the stack) has come.
+pub(crate) struct GroupProgress {
+    consumer: BaseConsumer,
+    topic: String,
+    partitions: Vec<i32>,
+}
+
+impl GroupProgress {
+    /// A client of group `group` (it never joins it) and the partitions of `topic`.
+    pub(crate) fn new(env: &Env, group: &str, topic: &str) -> Option<Self> {
+        let consumer: BaseConsumer = kafka_consumer(env).set("group.id", group).create().ok()?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .ok()?;
+        let partitions = metadata
+            .topics()
+            .first()?
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        Some(GroupProgress {
+            consumer,
+            topic: topic.to_owned(),
+            partitions,
         })
-        .sum();
-    Some((done, end))
+    }
+
+    /// (committed, end) now.
+    pub(crate) fn read(&self) -> Option<(i64, i64)> {
+        let timeout = Duration::from_secs(5);
+        let mut list = rdkafka::TopicPartitionList::new();
+        let mut end = 0;
+        for &p in &self.partitions {
+            list.add_partition(&self.topic, p);
+            end += self
+                .consumer
+                .fetch_watermarks(&self.topic, p, timeout)
+                .ok()?
+                .1;
+        }
+        let committed = self.consumer.committed_offsets(list, timeout).ok()?;
+        let done = committed
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum();
+        Some((done, end))
+    }
 }
